@@ -1,0 +1,656 @@
+"""SAC from pixels: the DMC-GB "SAC" baseline (no augmentation) and DrQ (random shift).
+
+Soft Actor-Critic (Haarnoja et al. 2018) on DeepMind Control from pixels, with the encoder, heads
+and hyperparameters of the DeepMind Control Generalization Benchmark (DMC-GB, Hansen & Wang 2021,
+https://github.com/nicklashansen/dmcontrol-generalization-benchmark) as used by SGQN (Bertoin et al.
+2022, https://arxiv.org/abs/2209.09203). `--augmentation shift` adds DrQ's random shift (Kostrikov
+et al. 2021). Training runs on the standard visuals; evaluation also runs on the distraction modes
+of `envs` (colour changes, video backgrounds).
+
+    python sac_baseline.py --env-id walker-walk                          # DMC-GB's SAC row
+    python sac_baseline.py --env-id walker-walk --augmentation shift     # DrQ
+    python sac_baseline.py --eval-checkpoint runs/<run>/checkpoint.pt    # evaluate only
+    tensorboard --logdir runs
+
+The network, buffer, augmentation, actor update, evaluation and checkpoint code is repeated, line
+for line, in sgqn.py (tests/test_shared_code.py holds the two files together).
+"""
+
+import dataclasses
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+import envs
+
+
+@dataclass
+class Args:
+    exp_name: str = "sac_baseline"
+    """name of this experiment (part of the run folder's name)"""
+    env_id: str = "walker-walk"
+    """DMC task as `domain-task`, e.g. cheetah-run, walker-walk, ball_in_cup-catch"""
+    seed: int = 1
+    """seed of the experiment (networks, buffer sampling, environments)"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled, use CUDA when it is available"""
+    capture_video: bool = False
+    """if toggled, write an mp4 of one evaluation episode per mode to `runs/{run}/videos`"""
+
+    # Algorithm (SPEC section 3; DMC-GB's defaults)
+    total_timesteps: int = 500_000
+    """agent steps to train for (frames = steps x action repeat)"""
+    buffer_size: int = 500_000
+    """replay capacity in frames (one frame per step, plus one per episode start)"""
+    learning_starts: int = 1000
+    """agent steps of uniformly random actions before the first update"""
+    batch_size: int = 128
+    """minibatch size of each update"""
+    gamma: float = 0.99
+    """discount factor"""
+    augmentation: Literal["none", "shift"] = "none"
+    """`none`: DMC-GB's SAC; `shift`: DrQ's random shift (pad 4, replicate) of obs and next_obs"""
+    critic_lr: float = 1e-3
+    """critic learning rate (Adam, beta1 0.9)"""
+    actor_lr: float = 1e-3
+    """actor learning rate (Adam, beta1 0.9)"""
+    alpha_lr: float = 1e-4
+    """temperature learning rate (Adam, beta1 0.5)"""
+    init_temperature: float = 0.1
+    """initial entropy temperature alpha"""
+    actor_update_freq: int = 2
+    """update the actor and temperature every N steps"""
+    target_update_freq: int = 2
+    """soft-update the target critic every N steps"""
+    critic_tau: float = 0.01
+    """soft-update rate of the target Q heads"""
+    encoder_tau: float = 0.05
+    """soft-update rate of the target conv stack and projection"""
+
+    # Architecture (defaults are the paper's; smaller values are for tests and laptops)
+    num_conv_layers: int = 11
+    """conv layers of the shared encoder (first stride 2, then stride 1)"""
+    num_filters: int = 32
+    """filters per conv layer"""
+    projection_dim: int = 100
+    """width of the actor's and the critic's Linear-LayerNorm-tanh projection"""
+    hidden_dim: int = 1024
+    """width of the actor and Q-head MLPs"""
+
+    # Environment
+    action_repeat: Optional[int] = None
+    """physics steps per agent step (default: cartpole 8, finger 2, else 4)"""
+    image_size: int = 84
+    """rendered frame size in pixels"""
+    frame_stack: int = 3
+    """frames stacked into one observation"""
+
+    # Evaluation
+    eval_freq: int = 10_000
+    """evaluate every N agent steps (and at the end)"""
+    eval_episodes: int = 10
+    """episodes per mode and evaluation (DMC-GB reports 30: use that with --eval-checkpoint)"""
+    eval_modes: tuple[str, ...] = envs.MODES
+    """modes to evaluate on: any of train color_easy color_hard video_easy video_hard"""
+    video_easy_dir: Optional[str] = None
+    """folder of background videos for video_easy (e.g. DMC-GB's video_easy); procedural if unset"""
+    video_hard_dir: Optional[str] = None
+    """folder of background videos for video_hard (e.g. DMC-GB's video_hard); procedural if unset"""
+    eval_checkpoint: Optional[str] = None
+    """no training: evaluate this checkpoint on --eval-modes and print mean +- std per mode"""
+
+    # Logging and checkpoints
+    log_freq: int = 100
+    """write training scalars to TensorBoard every N steps"""
+    console_freq: int = 1000
+    """print a progress line every N steps"""
+    save_freq: int = 50_000
+    """write `runs/{run}/checkpoint.pt` every N steps (and at the end)"""
+    save_buffer: bool = False
+    """also store the replay buffer in checkpoints (large: ~21 KB per frame)"""
+    resume: Optional[str] = None
+    """continue the run of this checkpoint: same step, networks, optimisers, RNG and run folder"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks (DMC-GB's SharedCNN + RLProjection + SAC heads)
+# ---------------------------------------------------------------------------------------------
+LOG_STD_MIN, LOG_STD_MAX = -10.0, 2.0
+
+
+def weight_init(module):
+    """Orthogonal Linear layers; delta-orthogonal convs: zero kernels except an orthogonal centre
+    tap with ReLU gain, so that each conv starts as a 1x1 orthogonal map (DMC-GB's init)."""
+    if isinstance(module, nn.Linear):
+        nn.init.orthogonal_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Conv2d):
+        nn.init.zeros_(module.weight)
+        nn.init.zeros_(module.bias)
+        centre = module.weight.shape[2] // 2
+        nn.init.orthogonal_(module.weight[:, :, centre, centre], nn.init.calculate_gain("relu"))
+
+
+class ConvStack(nn.Module):
+    """Pixels / 255 -> 3x3 convs (first stride 2, no padding), ReLU between them, none after the
+    last -> flattened features (32 x 21 x 21 = 14112 at 84x84). Owned and trained by the critic."""
+
+    def __init__(self, obs_shape, num_layers, num_filters):
+        super().__init__()
+        layers = [nn.Conv2d(obs_shape[0], num_filters, 3, stride=2)]
+        for _ in range(num_layers - 1):
+            layers += [nn.ReLU(), nn.Conv2d(num_filters, num_filters, 3, stride=1)]
+        self.convs = nn.Sequential(*layers)
+        self.out_shape = (num_filters, *conv_output_size(obs_shape[1:], num_layers))
+        self.out_dim = math.prod(self.out_shape)
+
+    def forward(self, obs):
+        return self.convs(obs / 255.0).flatten(1)
+
+
+def conv_output_size(hw, num_layers):
+    """Spatial size after the stack: (84 - 3) // 2 + 1 = 41, then -2 per stride-1 conv -> 21."""
+    return tuple((s - 3) // 2 + 1 - 2 * (num_layers - 1) for s in hw)
+
+
+def projection(in_dim, out_dim):
+    """Linear -> LayerNorm -> tanh: the actor and the critic each have their own."""
+    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim), nn.Tanh())
+
+
+def mlp(in_dim, hidden_dim, out_dim):
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_dim), nn.ReLU(),
+        nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
+        nn.Linear(hidden_dim, out_dim),
+    )
+
+
+class Critic(nn.Module):
+    """Clipped double Q: conv stack -> projection -> two heads on [features, action]."""
+
+    def __init__(self, obs_shape, action_dim, num_conv_layers, num_filters, projection_dim, hidden_dim):
+        super().__init__()
+        self.conv = ConvStack(obs_shape, num_conv_layers, num_filters)
+        self.projection = projection(self.conv.out_dim, projection_dim)
+        self.q1 = mlp(projection_dim + action_dim, hidden_dim, 1)
+        self.q2 = mlp(projection_dim + action_dim, hidden_dim, 1)
+        self.apply(weight_init)
+
+    def forward(self, obs, action):
+        return self.heads(self.conv(obs), action)
+
+    def heads(self, conv_features, action):
+        """Q1, Q2 from conv features, so that a conv pass can be shared between callers."""
+        h = torch.cat([self.projection(conv_features), action], dim=-1)
+        return self.q1(h), self.q2(h)
+
+
+class Actor(nn.Module):
+    """Tanh-squashed Gaussian policy on the critic's conv features (read detached: the actor's
+    loss trains its own projection and MLP, never the conv stack)."""
+
+    def __init__(self, conv_dim, action_dim, projection_dim, hidden_dim):
+        super().__init__()
+        self.projection = projection(conv_dim, projection_dim)
+        self.mlp = mlp(projection_dim, hidden_dim, 2 * action_dim)
+        self.apply(weight_init)
+
+    def forward(self, conv_features):
+        """Mean and log-std of the pre-tanh Gaussian; log-std squashed into [-10, 2]."""
+        mean, log_std = self.mlp(self.projection(conv_features)).chunk(2, dim=-1)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
+        return mean, log_std
+
+    def sample(self, conv_features):
+        """Reparameterised action in (-1, 1) and its log-probability (B, 1)."""
+        mean, log_std = self(conv_features)
+        noise = torch.randn_like(mean)
+        action = torch.tanh(mean + noise * log_std.exp())
+        return action, squashed_gaussian_log_prob(noise, log_std, action)
+
+
+def squashed_gaussian_log_prob(noise, log_std, action):
+    """log N(u; mean, std) - sum log(1 - tanh(u)^2), with u = mean + std * noise (SAC, App. C);
+    the relu and 1e-6 keep the log finite where tanh saturates (as DMC-GB)."""
+    log_prob = (-0.5 * noise.pow(2) - log_std).sum(-1, keepdim=True) - 0.5 * math.log(2 * math.pi) * noise.shape[-1]
+    return log_prob - torch.log(F.relu(1 - action.pow(2)) + 1e-6).sum(-1, keepdim=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Replay buffer: each rendered frame stored once, stacks rebuilt when sampling
+# ---------------------------------------------------------------------------------------------
+class ReplayBuffer:
+    """A ring of frames. Slot i holds one frame and, unless it is an episode's first frame, the
+    transition that produced it (action, reward, not_done). `episode_step[i]` counts frames since
+    the episode's first, so stacks never reach into the previous episode: at an episode start the
+    first frame repeats, exactly as the env's frame stack does."""
+
+    def __init__(self, capacity, frame_shape, action_dim, frame_stack, device, seed):
+        self.capacity, self.frame_stack, self.device = capacity, frame_stack, device
+        self.frames = np.zeros((capacity, *frame_shape), dtype=np.uint8)
+        self.actions = np.zeros((capacity, action_dim), dtype=np.float32)
+        self.rewards = np.zeros((capacity, 1), dtype=np.float32)
+        self.not_dones = np.zeros((capacity, 1), dtype=np.float32)
+        self.episode_step = np.zeros(capacity, dtype=np.int64)
+        self.cursor, self.full = 0, False
+        self.rng = np.random.default_rng(seed)
+        # Newest-last offsets of the frames of one stack: (frame_stack-1, ..., 1, 0) frames back.
+        self.back = np.arange(frame_stack - 1, -1, -1)
+
+    @property
+    def bytes_per_frame(self):
+        return sum(a[0].nbytes for a in (self.frames, self.actions, self.rewards, self.not_dones, self.episode_step))
+
+    def __len__(self):
+        return self.capacity if self.full else self.cursor
+
+    def add_first(self, frame):
+        """The first frame of an episode (from reset): no transition leads to it."""
+        self._write(frame, np.zeros(self.actions.shape[1]), 0.0, False, 0)
+
+    def add(self, frame, action, reward, terminated):
+        """The newest frame after a step, with the step's action and reward. A time-limit
+        truncation is not a terminal state, so it keeps not_done = 1 and bootstraps."""
+        self._write(frame, action, reward, terminated, self.episode_step[self.cursor - 1] + 1)
+
+    def _write(self, frame, action, reward, terminated, episode_step):
+        i = self.cursor
+        self.frames[i], self.actions[i], self.rewards[i] = frame, action, reward
+        self.not_dones[i], self.episode_step[i] = 1.0 - float(terminated), episode_step
+        self.cursor = (i + 1) % self.capacity
+        self.full = self.full or self.cursor == 0
+
+    def _valid(self, idx):
+        """A slot is a transition unless it holds an episode's first frame or, once the ring has
+        wrapped, it is among the oldest frame_stack slots, whose stacks reach overwritten frames."""
+        valid = self.episode_step[idx] > 0
+        if self.full:
+            valid &= (idx - self.cursor) % self.capacity >= self.frame_stack
+        return valid
+
+    def _stacks(self, idx, episode_step):
+        """(B, 3*frame_stack, H, W): frames idx-k for k = frame_stack-1..0, clamped to the
+        episode's first frame (k <= episode_step)."""
+        frame_idx = (idx[:, None] - np.minimum(self.back[None, :], episode_step[:, None])) % self.capacity
+        stacks = self.frames[frame_idx]  # (B, frame_stack, 3, H, W)
+        return stacks.reshape(len(idx), -1, *stacks.shape[3:])
+
+    def sample(self, batch_size):
+        """Uniform over stored transitions: draw slots, redraw the few that are not transitions."""
+        idx = self.rng.integers(0, len(self), batch_size)
+        while not (valid := self._valid(idx)).all():
+            idx[~valid] = self.rng.integers(0, len(self), int((~valid).sum()))
+        step = self.episode_step[idx]
+        obs = self._stacks((idx - 1) % self.capacity, step - 1)
+        next_obs = self._stacks(idx, step)
+        to_device = lambda x: torch.as_tensor(x, device=self.device)
+        return (to_device(obs).float(), to_device(self.actions[idx]), to_device(self.rewards[idx]),
+                to_device(next_obs).float(), to_device(self.not_dones[idx]))
+
+    def state_dict(self):
+        n = len(self)
+        arrays = {k: getattr(self, k)[:n] for k in ("frames", "actions", "rewards", "not_dones", "episode_step")}
+        return {**arrays, "cursor": self.cursor, "full": self.full, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state):
+        for k in ("frames", "actions", "rewards", "not_dones", "episode_step"):
+            getattr(self, k)[: len(state[k])] = state[k]
+        self.cursor, self.full = state["cursor"], state["full"]
+        self.rng.bit_generator.state = state["rng"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Augmentation
+# ---------------------------------------------------------------------------------------------
+def random_shift(obs, pad=4):
+    """DrQ's random shift (Kostrikov et al. 2021): replicate-pad by `pad`, then crop back to the
+    original size at an independent random integer offset per sample. Replicate padding is the
+    same as clamping the source index, so the crop is two batched gathers on the device."""
+    n, c, h, w = obs.shape
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, n, 1, 1, 1), device=obs.device) - pad
+    rows = (torch.arange(h, device=obs.device)[:, None] + dy).clamp(0, h - 1)  # (n, 1, h, 1)
+    cols = (torch.arange(w, device=obs.device) + dx).clamp(0, w - 1)  # (n, 1, 1, w)
+    return obs.gather(2, rows.expand(n, c, h, w)).gather(3, cols.expand(n, c, h, w))
+
+
+# ---------------------------------------------------------------------------------------------
+# Updates
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Agent:
+    """The learned parts and their optimisers (a plain holder: checkpoints iterate its fields)."""
+
+    actor: Actor
+    critic: Critic
+    critic_target: Critic
+    log_alpha: torch.Tensor
+    actor_optimizer: torch.optim.Optimizer
+    critic_optimizer: torch.optim.Optimizer
+    alpha_optimizer: torch.optim.Optimizer
+
+
+def make_agent(obs_shape, action_dim, args, device):
+    critic = Critic(obs_shape, action_dim, args.num_conv_layers, args.num_filters, args.projection_dim, args.hidden_dim).to(device)
+    actor = Actor(critic.conv.out_dim, action_dim, args.projection_dim, args.hidden_dim).to(device)
+    critic_target = Critic(obs_shape, action_dim, args.num_conv_layers, args.num_filters, args.projection_dim, args.hidden_dim).to(device)
+    critic_target.load_state_dict(critic.state_dict())
+    critic_target.requires_grad_(False)
+    log_alpha = torch.tensor(math.log(args.init_temperature), device=device, requires_grad=True)
+    return Agent(
+        actor=actor,
+        critic=critic,
+        critic_target=critic_target,
+        log_alpha=log_alpha,
+        actor_optimizer=torch.optim.Adam(actor.parameters(), lr=args.actor_lr, betas=(0.9, 0.999)),
+        critic_optimizer=torch.optim.Adam(critic.parameters(), lr=args.critic_lr, betas=(0.9, 0.999)),
+        alpha_optimizer=torch.optim.Adam([log_alpha], lr=args.alpha_lr, betas=(0.5, 0.999)),
+    )
+
+
+def td_target(agent, reward, next_obs, not_done, gamma):
+    """r + gamma * (min of the two target Qs - alpha log pi) at a fresh policy action (no grad).
+    The policy reads the online conv stack; the Qs come from the target critic."""
+    with torch.no_grad():
+        next_action, next_log_pi = agent.actor.sample(agent.critic.conv(next_obs))
+        target_q1, target_q2 = agent.critic_target(next_obs, next_action)
+        next_v = torch.min(target_q1, target_q2) - agent.log_alpha.exp() * next_log_pi
+        return reward + not_done * gamma * next_v
+
+
+def update_critic(agent, obs, action, reward, next_obs, not_done, args):
+    target_q = td_target(agent, reward, next_obs, not_done, args.gamma)
+    q1, q2 = agent.critic(obs, action)
+    qf1_loss, qf2_loss = F.mse_loss(q1, target_q), F.mse_loss(q2, target_q)
+    agent.critic_optimizer.zero_grad()
+    (qf1_loss + qf2_loss).backward()
+    agent.critic_optimizer.step()
+    return {"losses/qf1_loss": qf1_loss, "losses/qf2_loss": qf2_loss, "losses/qf1_values": q1.mean()}
+
+
+def update_actor_and_alpha(agent, obs, target_entropy):
+    """Maximise min Q - alpha log pi. One no-grad conv pass serves the actor and both Q heads
+    (the original computes the same conv features twice); the critic's heads are in the graph
+    but only the actor's optimiser steps (the critic's gradients are zeroed before its next step)."""
+    with torch.no_grad():
+        features = agent.critic.conv(obs)
+    action, log_pi = agent.actor.sample(features)
+    q1, q2 = agent.critic.heads(features, action)
+    alpha = agent.log_alpha.exp()
+    actor_loss = (alpha.detach() * log_pi - torch.min(q1, q2)).mean()
+    agent.actor_optimizer.zero_grad()
+    actor_loss.backward()
+    agent.actor_optimizer.step()
+
+    alpha_loss = (alpha * (-log_pi - target_entropy).detach()).mean()
+    agent.alpha_optimizer.zero_grad()
+    alpha_loss.backward()
+    agent.alpha_optimizer.step()
+    return {"losses/actor_loss": actor_loss, "losses/alpha_loss": alpha_loss, "losses/alpha": alpha.detach(),
+            "losses/entropy": -log_pi.mean().detach()}
+
+
+def soft_update(online, target, tau):
+    """target <- target + tau * (online - target), for all parameters at once."""
+    with torch.no_grad():
+        torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
+
+
+def update_target(agent, args):
+    """Slow heads (tau 0.01), faster conv stack and projection (tau 0.05), as DMC-GB."""
+    for name in ("q1", "q2"):
+        soft_update(getattr(agent.critic, name), getattr(agent.critic_target, name), args.critic_tau)
+    for name in ("conv", "projection"):
+        soft_update(getattr(agent.critic, name), getattr(agent.critic_target, name), args.encoder_tau)
+
+
+def update(agent, batch, step, args, target_entropy):
+    """One SAC update: critic every step; actor, temperature and target every 2nd step.
+    Returns the loss tensors (no .item(): the caller syncs only when it logs)."""
+    obs, action, reward, next_obs, not_done = batch
+    if args.augmentation == "shift":
+        obs, next_obs = random_shift(obs), random_shift(next_obs)
+    metrics = update_critic(agent, obs, action, reward, next_obs, not_done, args)
+    if step % args.actor_update_freq == 0:
+        metrics |= update_actor_and_alpha(agent, obs, target_entropy)
+    if step % args.target_update_freq == 0:
+        update_target(agent, args)
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+def policy_action(agent, obs, device, deterministic):
+    """Action for one observation: the tanh of the mean when evaluating, a sample when training."""
+    with torch.no_grad():
+        features = agent.critic.conv(torch.as_tensor(obs, device=device).float()[None])
+        action = torch.tanh(agent.actor(features)[0]) if deterministic else agent.actor.sample(features)[0]
+    return action[0].cpu().numpy()
+
+
+def evaluate(agent, eval_envs, episodes, device, video_dir=None, step=0):
+    """Mean-action returns per mode: {mode: np.array of episode returns}. With video_dir, the
+    first episode of each mode is written as an mp4."""
+    returns = {}
+    for mode, env in eval_envs.items():
+        returns[mode] = np.zeros(episodes)
+        for episode in range(episodes):
+            obs, _ = env.reset()
+            frames, done = [], False
+            while not done:
+                if video_dir and episode == 0:
+                    frames.append(video_frame(agent, env, obs, device))
+                obs, reward, terminated, truncated, _ = env.step(policy_action(agent, obs, device, True))
+                returns[mode][episode] += reward
+                done = terminated or truncated
+            if frames:
+                write_video(os.path.join(video_dir, f"{mode}_step{step}.mp4"), frames)
+    return returns
+
+
+def video_frame(agent, env, obs, device):
+    """What --capture-video records at each step: the rendered frame."""
+    return env.render()
+
+
+def write_video(path, frames, upscale=4):
+    """mp4 of HWC uint8 frames, upscaled by pixel repetition so players show them crisply."""
+    import imageio.v2 as imageio  # only needed with --capture-video
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    big = [f.repeat(upscale, axis=0).repeat(upscale, axis=1) for f in frames]
+    imageio.mimwrite(path, big, fps=30, macro_block_size=1)
+
+
+def results_table(returns):
+    rows = [f"{'mode':<12} {'return':>16}"] + [
+        f"{mode:<12} {r.mean():>8.1f} +- {r.std():<5.1f}" for mode, r in returns.items()]
+    return "\n".join(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------
+ARCHITECTURE = ("env_id", "num_conv_layers", "num_filters", "projection_dim", "hidden_dim", "image_size", "frame_stack")
+
+
+def save_checkpoint(path, agent, args, step, run_name, buffer=None):
+    """Networks, optimisers, temperature, step and RNG states, written atomically: a crash
+    while saving leaves the previous checkpoint intact."""
+    parts = {f.name: getattr(agent, f.name) for f in dataclasses.fields(agent)}
+    state = {
+        "algorithm": os.path.splitext(os.path.basename(__file__))[0],
+        "architecture": {k: getattr(args, k) for k in ARCHITECTURE},
+        "args": dataclasses.asdict(args),
+        "step": step,
+        "run_name": run_name,
+        "agent": {name: part.detach() if isinstance(part, torch.Tensor) else part.state_dict()
+                  for name, part in parts.items() if part is not None},
+        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+        "buffer": buffer.state_dict() if buffer is not None else None,
+    }
+    tmp = f"{path}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, args=None):
+    """Read a checkpoint written by this script; with args, check that it fits their env and
+    architecture. Any problem is a one-line ConfigError."""
+    if not os.path.isfile(path):
+        raise envs.ConfigError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        algorithm, architecture = state["algorithm"], state["architecture"]
+    except Exception as e:
+        raise envs.ConfigError(f"cannot read checkpoint {path} ({type(e).__name__}): is it a .pt file from this project?") from None
+    this = os.path.splitext(os.path.basename(__file__))[0]
+    if algorithm != this:
+        raise envs.ConfigError(f"checkpoint {path} was written by {algorithm}.py, not {this}.py")
+    mismatched = [f"--{k.replace('_', '-')} {architecture[k]}" for k in ARCHITECTURE
+                  if args is not None and architecture[k] != getattr(args, k)]
+    if mismatched:
+        raise envs.ConfigError(f"checkpoint {path} is for another env or architecture: pass " + " ".join(mismatched))
+    return state
+
+
+def restore(agent, state, buffer=None):
+    """Load networks, optimisers, temperature and global RNG states (and the buffer, if saved)."""
+    for name, value in state["agent"].items():
+        if isinstance(value, torch.Tensor):
+            with torch.no_grad():
+                getattr(agent, name).copy_(value)
+        else:
+            getattr(agent, name).load_state_dict(value)
+    if buffer is not None and state["buffer"] is not None:
+        buffer.load_state_dict(state["buffer"])
+    random.setstate(state["rng"]["python"])
+    np.random.set_state(state["rng"]["numpy"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Training loop
+# ---------------------------------------------------------------------------------------------
+def make_eval_envs(args):
+    video_dirs = {"video_easy": args.video_easy_dir, "video_hard": args.video_hard_dir}
+    return {mode: envs.make_env(args.env_id, args.seed + 1000 * (i + 1), mode, action_repeat=args.action_repeat,
+                                frame_stack=args.frame_stack, image_size=args.image_size, video_dir=video_dirs.get(mode))
+            for i, mode in enumerate(args.eval_modes)}
+
+
+def main(args):
+    resume_state = load_checkpoint(args.resume) if args.resume else None
+    if resume_state:  # continue the run as it started: its own args, but a new step budget
+        keep = {"resume": args.resume, "total_timesteps": args.total_timesteps, "cuda": args.cuda}
+        args = dataclasses.replace(args, **{**resume_state["args"], **keep})
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    env = envs.make_env(args.env_id, args.seed, "train", action_repeat=args.action_repeat,
+                        frame_stack=args.frame_stack, image_size=args.image_size)
+    env.action_space.seed(args.seed)
+    eval_envs = make_eval_envs(args)
+    obs_shape, action_dim = env.observation_space.shape, env.action_space.shape[0]
+    action_repeat = args.action_repeat or envs.default_action_repeat(args.env_id)
+    agent = make_agent(obs_shape, action_dim, args, device)
+
+    if args.eval_checkpoint:
+        restore(agent, load_checkpoint(args.eval_checkpoint, args))
+        returns = evaluate(agent, eval_envs, args.eval_episodes, device)
+        print(f"{args.env_id}, {args.eval_episodes} episodes per mode, checkpoint {args.eval_checkpoint}")
+        print(results_table(returns))
+        return returns
+
+    buffer = ReplayBuffer(args.buffer_size, (3, args.image_size, args.image_size), action_dim, args.frame_stack, device, args.seed)
+    print(f"replay buffer: {buffer.bytes_per_frame} bytes per transition, "
+          f"{args.buffer_size * buffer.bytes_per_frame / 2**30:.2f} GiB for {args.buffer_size} frames")
+    start_step, run_name = 0, f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    if resume_state:
+        restore(agent, resume_state, buffer)
+        start_step, run_name = resume_state["step"], resume_state["run_name"]
+        print(f"resumed {run_name} at step {start_step} ({len(buffer)} frames in the buffer)")
+    run_dir = os.path.join("runs", run_name)
+    writer = SummaryWriter(run_dir)
+    if not args.resume:
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+    target_entropy = -float(action_dim)
+
+    obs, _ = env.reset(seed=args.seed + start_step)
+    buffer.add_first(obs[-3:])
+    episode_return, episode_length, last_return, last_eval = 0.0, 0, float("nan"), ""
+    start_time, metrics = time.time(), {}  # the latest value of every logged loss
+    for global_step in range(start_step, args.total_timesteps):
+        # Act: uniform random actions first, then samples from the policy.
+        if global_step < args.learning_starts:
+            action = env.action_space.sample()
+        else:
+            action = policy_action(agent, obs, device, deterministic=False)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        buffer.add(obs[-3:], action, reward, terminated)
+        episode_return, episode_length = episode_return + reward, episode_length + 1
+        if terminated or truncated:
+            writer.add_scalar("charts/episodic_return", episode_return, global_step)
+            writer.add_scalar("charts/episodic_length", episode_length, global_step)
+            last_return, episode_return, episode_length = episode_return, 0.0, 0
+            obs, _ = env.reset()
+            buffer.add_first(obs[-3:])
+
+        # Learn: one update per agent step once the random steps are done (and, after resuming
+        # without a saved buffer, once it holds learning_starts new frames again). As in DMC-GB
+        # and the original SGQN, the first learning step makes one update per random step.
+        if global_step >= args.learning_starts and len(buffer) > max(args.learning_starts, args.frame_stack):
+            for _ in range(args.learning_starts if global_step == args.learning_starts else 1):
+                metrics |= update(agent, buffer.sample(args.batch_size), global_step, args, target_entropy)
+
+        step = global_step + 1
+        sps = (step - start_step) / (time.time() - start_time)
+        if step % args.log_freq == 0 and metrics:
+            for name, value in metrics.items():
+                writer.add_scalar(name, value.item(), step)
+            writer.add_scalar("charts/SPS", sps, step)
+            writer.add_scalar("charts/frames", step * action_repeat, step)
+        if step % args.console_freq == 0:
+            eta = (args.total_timesteps - step) / max(sps, 1e-9)
+            print(f"step {step}/{args.total_timesteps}  SPS {sps:.1f}  ETA {eta / 3600:.1f} h  "
+                  f"last return {last_return:.1f}{last_eval}", flush=True)
+        if step % args.eval_freq == 0 or step == args.total_timesteps:
+            video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
+            returns = evaluate(agent, eval_envs, args.eval_episodes, device, video_dir, step)
+            for mode, r in returns.items():
+                writer.add_scalar(f"eval/{mode}/episodic_return", r.mean(), step)
+            last_eval = "  eval " + " ".join(f"{m} {r.mean():.0f}" for m, r in returns.items())
+            print(f"evaluation at step {step}:\n{results_table(returns)}", flush=True)
+        if step % args.save_freq == 0 or step == args.total_timesteps:
+            save_checkpoint(checkpoint_path, agent, args, step, run_name, buffer if args.save_buffer else None)
+    writer.close()
+    env.close()
+    return run_dir
+
+
+if __name__ == "__main__":
+    try:
+        main(tyro.cli(Args))
+    except envs.ConfigError as e:
+        sys.exit(f"error: {e}")

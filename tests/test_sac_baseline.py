@@ -1,0 +1,271 @@
+"""sac_baseline.py: each piece against an independent computation, then end to end on the toy task."""
+
+import math
+import os
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+from common import ROOT, TINY, read_scalars, toy_envs  # noqa: F401 (fixture)
+
+import sac_baseline as sac
+import toy_task
+
+
+def tiny_args(**overrides):
+    return sac.Args(**{**TINY, **overrides})
+
+
+# ------------------------------------------------------------------------------------ networks
+def test_paper_size_shapes():
+    critic = sac.Critic((9, 84, 84), 6, 11, 32, 100, 1024)
+    actor = sac.Actor(critic.conv.out_dim, 6, 100, 1024)
+    assert critic.conv.out_shape == (32, 21, 21) and critic.conv.out_dim == 14112
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in critic.conv.modules()) == 11
+    obs = torch.randint(0, 256, (2, 9, 84, 84)).float()
+    q1, q2 = critic(obs, torch.zeros(2, 6))
+    assert q1.shape == q2.shape == (2, 1)
+    action, log_pi = actor.sample(critic.conv(obs))
+    assert action.shape == (2, 6) and log_pi.shape == (2, 1)
+    assert action.abs().max() < 1
+    mean, log_std = actor(critic.conv(obs))
+    assert log_std.min() >= sac.LOG_STD_MIN and log_std.max() <= sac.LOG_STD_MAX
+
+
+def test_delta_orthogonal_init():
+    critic = sac.Critic((9, 84, 84), 6, 3, 32, 100, 64)
+    gain2 = 2.0  # calculate_gain("relu") ** 2
+    for conv in [m for m in critic.modules() if isinstance(m, torch.nn.Conv2d)]:
+        w = conv.weight.detach()
+        centre = w[:, :, 1, 1]
+        off_centre = w.clone()
+        off_centre[:, :, 1, 1] = 0
+        assert off_centre.abs().max() == 0 and conv.bias.abs().max() == 0
+        # Orthogonal with ReLU gain: the smaller Gram matrix is gain^2 * identity.
+        gram = centre.T @ centre if centre.shape[0] >= centre.shape[1] else centre @ centre.T
+        torch.testing.assert_close(gram, gain2 * torch.eye(len(gram)), atol=1e-5, rtol=0)
+    for linear in [m for m in critic.modules() if isinstance(m, torch.nn.Linear)]:
+        w = linear.weight.detach()
+        gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+        torch.testing.assert_close(gram, torch.eye(len(gram)), atol=1e-5, rtol=0)
+        assert linear.bias.abs().max() == 0
+
+
+def test_squashed_gaussian_log_prob_matches_direct_formula():
+    torch.manual_seed(0)
+    mean, log_std = torch.randn(64, 4), torch.rand(64, 4) * 3 - 2
+    noise = torch.randn(64, 4)
+    u = mean + noise * log_std.exp()
+    action = torch.tanh(u)
+    direct = torch.distributions.Normal(mean, log_std.exp()).log_prob(u).sum(-1, keepdim=True)
+    direct = direct - torch.log(1 - torch.tanh(u) ** 2).sum(-1, keepdim=True)
+    ours = sac.squashed_gaussian_log_prob(noise, log_std, action)
+    # The 1e-6 inside the log only matters where tanh saturates.
+    keep = (action.abs() < 0.99).all(-1)
+    torch.testing.assert_close(ours[keep], direct[keep], atol=1e-3, rtol=1e-4)
+    assert keep.float().mean() > 0.5
+
+
+def test_td_target_hand_made_batch():
+    class FixedActor:
+        def sample(self, features):
+            return torch.zeros(2, 1), torch.tensor([[-1.0], [2.0]])
+
+    agent = types.SimpleNamespace(
+        actor=FixedActor(),
+        critic=types.SimpleNamespace(conv=lambda obs: obs),
+        critic_target=lambda obs, action: (torch.tensor([[3.0], [5.0]]), torch.tensor([[4.0], [1.0]])),
+        log_alpha=torch.tensor(math.log(0.5)),
+    )
+    target = sac.td_target(agent, torch.tensor([[1.0], [2.0]]), torch.zeros(2, 1), torch.tensor([[1.0], [0.0]]), 0.9)
+    # 1 + 0.9 * (min(3, 4) - 0.5 * -1) = 4.15; not_done = 0 -> just the reward.
+    torch.testing.assert_close(target, torch.tensor([[4.15], [2.0]]))
+
+
+def test_soft_update_uses_two_taus():
+    torch.manual_seed(0)
+    args = tiny_args()
+    agent = sac.make_agent((9, 32, 32), 2, args, "cpu")
+    for p in agent.critic_target.parameters():
+        p.data.normal_()
+    before = {k: v.clone() for k, v in agent.critic_target.state_dict().items()}
+    online = agent.critic.state_dict()
+    sac.update_target(agent, args)
+    after = agent.critic_target.state_dict()
+    for key in before:
+        tau = args.critic_tau if key.startswith(("q1.", "q2.")) else args.encoder_tau
+        torch.testing.assert_close(after[key], (1 - tau) * before[key] + tau * online[key])
+    assert args.critic_tau == 0.01 and args.encoder_tau == 0.05
+
+
+# -------------------------------------------------------------------------------- augmentation
+def test_random_shift_is_an_integer_crop_of_the_padded_image():
+    torch.manual_seed(0)
+    obs = torch.randint(0, 256, (32, 9, 20, 20)).float()
+    out = sac.random_shift(obs)
+    padded = torch.nn.functional.pad(obs, (4, 4, 4, 4), mode="replicate")
+    shifts = []
+    for i in range(len(obs)):
+        matches = [(dy, dx) for dy in range(9) for dx in range(9) if torch.equal(out[i], padded[i, :, dy:dy + 20, dx:dx + 20])]
+        assert len(matches) == 1, f"sample {i} is not an exact crop"
+        shifts.append(matches[0])
+    assert len(set(shifts)) > 10  # independent per sample
+    assert out.shape == obs.shape
+
+
+# ---------------------------------------------------------------------------------- buffer
+def collect(env_id, steps, seed=0, capacity=10_000):
+    """Run the toy env with random actions into a buffer and record the env's own transitions."""
+    env = toy_task.make_toy_env(env_id, seed)
+    buffer = sac.ReplayBuffer(capacity, (3, 32, 32), 2, 3, "cpu", seed)
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset()
+    buffer.add_first(obs[-3:])
+    recorded = {}
+    for _ in range(steps):
+        action = rng.uniform(-1, 1, 2).astype(np.float32)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        buffer.add(next_obs[-3:], action, reward, terminated)
+        recorded[action.tobytes()] = (obs, next_obs, reward)
+        obs = next_obs
+        if terminated or truncated:
+            obs, _ = env.reset()
+            buffer.add_first(obs[-3:])
+    return buffer, recorded
+
+
+@pytest.mark.parametrize("capacity", [10_000, 97])  # 97: the ring wraps many times
+def test_buffer_rebuilds_the_env_stacks_across_episodes(capacity):
+    buffer, recorded = collect("toy-reach", 180, capacity=capacity)  # episodes of 50 steps
+    seen_first = 0
+    for _ in range(8):
+        obs, action, reward, next_obs, not_done = buffer.sample(64)
+        for i in range(64):
+            env_obs, env_next, env_reward = recorded[action[i].numpy().tobytes()]
+            np.testing.assert_array_equal(obs[i].numpy(), env_obs)
+            np.testing.assert_array_equal(next_obs[i].numpy(), env_next)
+            assert reward[i, 0] == pytest.approx(env_reward)
+            seen_first += int((env_obs[:3] == env_obs[3:6]).all() and (env_obs[:3] == env_obs[6:]).all())
+        assert not_done.min() == 1  # time-limit ends bootstrap
+    assert seen_first > 0  # episode starts were sampled and rebuilt correctly
+
+
+def test_buffer_stores_each_frame_once_and_samples_reproducibly():
+    buffer = sac.ReplayBuffer(1000, (3, 84, 84), 6, 3, "cpu", 0)
+    assert buffer.frames.nbytes == 1000 * 3 * 84 * 84
+    assert 3 * 84 * 84 <= buffer.bytes_per_frame < 21_300  # ~21 KB per transition, not 9 or 18 channels
+    a, _ = collect("toy-reach", 120, seed=3)
+    b, _ = collect("toy-reach", 120, seed=3)
+    for x, y in zip(a.sample(32), b.sample(32)):
+        assert torch.equal(x, y)
+
+
+# ---------------------------------------------------------------------------------- updates
+def test_same_seed_same_losses():
+    def run():
+        torch.manual_seed(0)
+        args = tiny_args(augmentation="shift")
+        agent = sac.make_agent((9, 32, 32), 2, args, "cpu")
+        buffer, _ = collect("toy-reach", 100)
+        return [{k: v.item() for k, v in sac.update(agent, buffer.sample(16), step, args, -2.0).items()} for step in range(4)]
+
+    first, second = run(), run()
+    assert first == second
+    assert "losses/actor_loss" in first[0] and "losses/actor_loss" not in first[1]
+
+
+def test_actor_step_leaves_conv_stack_alone_and_critic_step_trains_it():
+    torch.manual_seed(0)
+    args = tiny_args()
+    agent = sac.make_agent((9, 32, 32), 2, args, "cpu")
+    buffer, _ = collect("toy-reach", 100)
+    obs, action, reward, next_obs, not_done = buffer.sample(16)
+    conv_before = [p.clone() for p in agent.critic.conv.parameters()]
+    actor_before = [p.clone() for p in agent.actor.parameters()]
+    sac.update_actor_and_alpha(agent, obs, -2.0)
+    assert all(torch.equal(a, b) for a, b in zip(conv_before, agent.critic.conv.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(actor_before, agent.actor.parameters()))
+    sac.update_critic(agent, obs, action, reward, next_obs, not_done, args)
+    assert not all(torch.equal(a, b) for a, b in zip(conv_before, agent.critic.conv.parameters()))
+
+
+# ------------------------------------------------------------------------------ end to end
+def test_train_checkpoint_evaluate_resume(toy_envs, capsys):
+    args = tiny_args(env_id="toy-reach", total_timesteps=240, learning_starts=100, eval_freq=120, eval_episodes=2,
+                     eval_modes=("train", "video_hard"), save_freq=120, log_freq=20, console_freq=120, buffer_size=1000,
+                     save_buffer=True)
+    run_dir = sac.main(args)
+    checkpoint = os.path.join(run_dir, "checkpoint.pt")
+    scalars = read_scalars(run_dir)
+    for tag in ("charts/episodic_return", "charts/SPS", "charts/frames", "losses/qf1_loss", "losses/qf2_loss",
+                "losses/actor_loss", "losses/alpha", "losses/alpha_loss", "eval/train/episodic_return",
+                "eval/video_hard/episodic_return"):
+        assert tag in scalars, tag
+    assert [s for s, _ in scalars["eval/train/episodic_return"]] == [120, 240]
+    state = torch.load(checkpoint, weights_only=False)
+    assert state["step"] == 240 and set(state["agent"]) >= {"actor", "critic", "critic_target", "log_alpha", "actor_optimizer"}
+    assert not os.path.exists(checkpoint + ".tmp")
+    out = capsys.readouterr().out
+    assert "step 240/240" in out and "bytes per transition" in out
+
+    returns = sac.main(tiny_args(env_id="toy-reach", eval_checkpoint=checkpoint, eval_episodes=3, eval_modes=("train", "color_hard")))
+    assert set(returns) == {"train", "color_hard"} and len(returns["train"]) == 3
+    assert "+-" in capsys.readouterr().out
+
+    resumed_dir = sac.main(tiny_args(resume=checkpoint, total_timesteps=300))
+    assert resumed_dir == run_dir
+    assert "at step 240 (" in capsys.readouterr().out and len(state["buffer"]["frames"]) > 240  # buffer saved and restored
+    resumed = torch.load(checkpoint, weights_only=False)
+    assert resumed["step"] == 300
+    assert max(s for s, _ in read_scalars(run_dir)["losses/qf1_loss"]) == 300
+    # Training went on from the checkpoint's networks, not from a fresh init.
+    assert resumed["agent"]["log_alpha"] != state["agent"]["log_alpha"]
+
+
+def test_checkpoint_errors_are_one_line(toy_envs, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(sac.envs.ConfigError, match="cannot read checkpoint"):
+        sac.main(tiny_args(env_id="toy-reach", eval_checkpoint=str(bad)))
+    with pytest.raises(sac.envs.ConfigError, match="checkpoint not found"):
+        sac.main(tiny_args(env_id="toy-reach", resume=str(tmp_path / "missing.pt")))
+    run_dir = sac.main(tiny_args(env_id="toy-reach", total_timesteps=20, learning_starts=10, eval_freq=20, eval_episodes=1,
+                                 eval_modes=("train",), buffer_size=100))
+    checkpoint = os.path.join(run_dir, "checkpoint.pt")
+    with pytest.raises(sac.envs.ConfigError, match="another env or architecture: pass --env-id toy-reach"):
+        sac.main(tiny_args(env_id="toy-reach_distract", eval_checkpoint=checkpoint, eval_modes=("train",)))
+    with pytest.raises(sac.envs.ConfigError, match="--num-filters 8"):
+        sac.main(tiny_args(env_id="toy-reach", num_filters=4, eval_checkpoint=checkpoint, eval_modes=("train",)))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--env-id", "nope-nope"], "nope-nope"),
+    (["--eval-modes", "train", "fog"], "fog"),
+    (["--eval-checkpoint", "missing.pt", "--eval-modes", "train"], "missing.pt"),
+    (["--video-hard-dir", "/no/such/folder"], "/no/such/folder"),
+])
+def test_cli_bad_input_is_one_line(flags, message, tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "sac_baseline.py"), *flags],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
+
+
+# ------------------------------------------------------------------------------- learning
+def test_learns_the_toy_task_better_than_random(toy_envs):
+    """A broken loss does not get here: SAC from pixels must clearly beat random actions."""
+    args = tiny_args(env_id="toy-reach", seed=0, augmentation="shift", total_timesteps=2500, learning_starts=500,
+                     num_filters=16, projection_dim=32, hidden_dim=128, batch_size=64, eval_freq=2500,
+                     eval_episodes=10, eval_modes=("train",), buffer_size=5000, console_freq=500)
+    run_dir = sac.main(args)
+    trained = read_scalars(run_dir)["eval/train/episodic_return"][-1][1]
+    env, rng, random_returns = toy_task.make_toy_env("toy-reach", 1), np.random.default_rng(0), []
+    for _ in range(10):
+        env.reset()
+        random_returns.append(sum(env.step(rng.uniform(-1, 1, 2))[1] for _ in range(toy_task.EPISODE_LEN)))
+    print(f"toy-reach: trained {trained:.1f}, random {np.mean(random_returns):.1f}")
+    assert trained > np.mean(random_returns) + 15, (trained, np.mean(random_returns))

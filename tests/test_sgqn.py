@@ -1,0 +1,286 @@
+"""sgqn.py: the saliency machinery against independent computations, update order, equivalence
+with sac_baseline.py, and a learning test where the mask must find the task-relevant pixels."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from common import TINY, read_scalars, toy_envs  # noqa: F401 (fixture)
+
+import sac_baseline as sac
+import sgqn
+import toy_task
+
+
+def tiny_args(**overrides):
+    return sgqn.Args(**{**TINY, "sgqn_quantile": 0.9, **overrides})
+
+
+def tiny_critic(seed=0, obs_shape=(9, 32, 32), action_dim=2):
+    torch.manual_seed(seed)
+    critic = sgqn.Critic(obs_shape, action_dim, 3, 8, 16, 32)
+    for p in critic.parameters():  # break the delta-orthogonal init's symmetry: all taps active
+        p.data.add_(0.1 * torch.randn_like(p))
+    return critic
+
+
+# ----------------------------------------------------------------------------- guided backprop
+class GuidedReLU(torch.autograd.Function):
+    """An independent guided ReLU: backward = grad * (x > 0) * (grad > 0)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (x > 0) * (grad > 0)
+
+
+def run_guided(modules, x):
+    for m in modules:
+        x = GuidedReLU.apply(x) if isinstance(m, nn.ReLU) else m(x)
+    return x
+
+
+def guided_by_autograd_function(critic, obs, action):
+    obs = obs.clone().requires_grad_(True)
+    features = run_guided(critic.conv.convs, obs / 255.0).flatten(1)
+    q1 = run_guided(critic.q1, torch.cat([critic.projection(features), action], -1))
+    return torch.autograd.grad(q1.sum(), obs)[0]
+
+
+def test_guided_backprop_matches_an_autograd_function_implementation():
+    critic = tiny_critic()
+    obs, action = torch.rand(4, 9, 32, 32) * 255, torch.rand(4, 2) * 2 - 1
+    ours = sgqn.guided_backprop(critic, obs, action)
+    assert ours.shape == obs.shape
+    torch.testing.assert_close(ours, guided_by_autograd_function(critic, obs, action), rtol=1e-5, atol=1e-9)
+
+    plain_obs = obs.clone().requires_grad_(True)
+    plain = torch.autograd.grad(critic(plain_obs, action)[0].sum(), plain_obs)[0]
+    assert (ours - plain).abs().max() > 0.1 * plain.abs().max()  # the clamp changes the map
+
+
+def test_guided_backprop_on_a_network_with_a_hand_written_answer():
+    # Q1 = w2 . relu(W1 x): the guided gradient is W1^T [(W1 x > 0) * relu(w2)].
+    critic = tiny_critic()
+    w1, w2 = torch.tensor([[1.0, -1.0], [2.0, 1.0], [-1.0, 3.0]]), torch.tensor([[1.0, -2.0, 0.5]])
+    critic.conv = type("Identity", (nn.Module,), {"forward": lambda self, x: x.flatten(1)})()
+    critic.projection = nn.Identity()
+    critic.q1 = nn.Sequential(nn.Linear(2, 3, bias=False), nn.ReLU(), nn.Linear(3, 1, bias=False))
+    critic.q1[0].weight.data, critic.q1[2].weight.data = w1, w2
+    x = torch.tensor([[[[0.5]], [[0.2]]]])  # W1 x = (0.3, 1.2, 0.1): all units active
+    guided = sgqn.guided_backprop(critic, x, torch.zeros(1, 0))
+    expected = w1.T @ (torch.tensor([1.0, 1.0, 1.0]) * w2[0].clamp(min=0))
+    torch.testing.assert_close(guided.flatten(), expected)
+    assert not torch.allclose(guided.flatten(), w1.T @ w2[0])  # the plain gradient
+
+
+def test_guided_backprop_leaves_no_hooks_gradients_or_graph():
+    critic = tiny_critic()
+    obs, action = torch.rand(2, 9, 32, 32) * 255, torch.rand(2, 2) * 2 - 1
+    sgqn.guided_backprop(critic, obs, action)
+    assert all(not m._backward_hooks for m in critic.modules())
+    assert all(p.grad is None for p in critic.parameters())
+    with pytest.raises(RuntimeError):
+        sgqn.guided_backprop(critic, obs, torch.zeros(2, 5))  # wrong action size fails inside
+    assert all(not m._backward_hooks for m in critic.modules())
+    # The ordinary gradient afterwards is the plain one again.
+    plain_obs = obs.clone().requires_grad_(True)
+    grad = torch.autograd.grad(critic(plain_obs, action)[0].sum(), plain_obs)[0]
+    assert (grad < 0).any() and not torch.allclose(grad, guided_by_autograd_function(critic, obs, action))
+
+
+# ---------------------------------------------------------------------------------------- mask
+@pytest.mark.parametrize("quantile", [0.95, 0.98, 0.5])
+def test_saliency_mask_matches_a_direct_quantile_and_keeps_1_minus_rho(quantile):
+    torch.manual_seed(0)
+    attribution = torch.randn(5, 9, 20, 20)
+    mask = sgqn.saliency_mask(attribution, quantile)
+    assert mask.dtype == torch.bool and mask.shape == attribution.shape
+    a = attribution.numpy()
+    for i in range(5):
+        for f in range(3):
+            per_pixel = np.abs(a[i, 3 * f:3 * f + 3]).max(axis=0)
+            expected = per_pixel >= np.quantile(per_pixel, quantile)  # numpy's default is linear too
+            for c in range(3):
+                np.testing.assert_array_equal(mask[i, 3 * f + c].numpy(), expected)
+            assert abs(expected.mean() - (1 - quantile)) <= 1 / per_pixel.size
+
+
+def test_masked_observation_and_consistency_loss():
+    critic = tiny_critic()
+    obs, action = torch.rand(4, 9, 32, 32) * 200 + 20, torch.rand(4, 2) * 2 - 1
+    keep_all = torch.ones_like(obs, dtype=torch.bool)
+    assert torch.equal(sgqn.masked_observation(obs, keep_all), obs)
+    q = critic(obs, action)
+    assert sgqn.consistency_loss(q, critic(sgqn.masked_observation(obs, keep_all), action)) == 0
+
+    torch.manual_seed(1)
+    mask = sgqn.saliency_mask(sgqn.guided_backprop(critic, obs, action), 0.9)
+    masked = sgqn.masked_observation(obs, mask)
+    assert torch.equal(masked[mask], obs[mask])
+    grey = masked[~mask].unique()
+    assert len(grey) == 1 and obs.min() <= grey <= obs.max()  # one grey level, within the batch's range
+    loss = sgqn.consistency_loss(q, critic(masked, action))
+    expected = sum(((q[k] - critic(masked, action)[k]) ** 2).mean() for k in range(2))
+    assert loss > 0 and torch.isclose(loss, expected)
+
+
+# ------------------------------------------------------------------------------------ decoder
+def test_decoder_shape_at_paper_size():
+    critic = sgqn.Critic((9, 84, 84), 6, 11, 32, 100, 64)
+    decoder = sgqn.AttributionDecoder(critic.conv.out_shape, (9, 84, 84), 100, 6)
+    assert decoder.linear.out_features == 32 * 21 * 21
+    assert [m.out_channels for m in decoder.modules() if isinstance(m, nn.Conv2d)] == [128, 64, 9]
+    logits = decoder(torch.zeros(2, 100), torch.zeros(2, 6))
+    assert logits.shape == (2, 9, 84, 84)
+
+
+def test_aux_loss_is_bce_with_logits_against_the_post_update_mask():
+    torch.manual_seed(0)
+    args = tiny_args()
+    agent = sgqn.make_agent((9, 32, 32), 2, args, "cpu")
+    obs, action = torch.rand(4, 9, 32, 32) * 255, torch.rand(4, 2) * 2 - 1
+    images = torch.rand(4, 3, 32, 32) * 255
+    # Independent computation, before the step changes anything.
+    target = sgqn.saliency_mask(guided_by_autograd_function(agent.critic, obs, action), args.sgqn_quantile).float()
+    overlaid = 0.5 * obs + 0.5 * torch.cat([images] * 3, dim=1)
+    with torch.no_grad():
+        logits = agent.decoder(agent.critic.projection(agent.critic.conv(overlaid)), action)
+    p = torch.sigmoid(logits)
+    expected = -(target * torch.log(p) + (1 - target) * torch.log(1 - p)).mean()
+    metrics = sgqn.update_aux(agent, obs, action, images, args)
+    torch.testing.assert_close(metrics["losses/aux_loss"], expected, rtol=1e-4, atol=1e-6)
+    assert 0 <= metrics["saliency/mask_iou"] <= 1 and 0 <= metrics["saliency/mask_accuracy"] <= 1
+    # Hand-made case: logits of +-20 in agreement with the mask -> ~0 loss; zero logits -> log 2.
+    assert F.binary_cross_entropy_with_logits(40 * target - 20, target) < 1e-8
+    assert torch.isclose(F.binary_cross_entropy_with_logits(torch.zeros_like(target), target), torch.tensor(np.log(2.0), dtype=torch.float32))
+
+
+def test_domain_quantiles():
+    assert sgqn.domain_quantile("walker-walk") == sgqn.domain_quantile("cheetah-run") == sgqn.domain_quantile("finger-spin") == 0.95
+    assert sgqn.domain_quantile("cartpole-swingup") == sgqn.domain_quantile("ball_in_cup-catch") == 0.98
+
+
+# ------------------------------------------------------------------------------- update order
+def test_update_order_and_attribution_passes(monkeypatch):
+    calls = []
+
+    def record(name, fn):
+        def wrapped(*a, **k):
+            calls.append(name)
+            return fn(*a, **k)
+        return wrapped
+
+    for name in ("update_critic", "update_actor_and_alpha", "update_target", "update_aux", "guided_backprop"):
+        monkeypatch.setattr(sgqn, name, record(name, getattr(sgqn, name)))
+    torch.manual_seed(0)
+    args = tiny_args()
+    agent = sgqn.make_agent((9, 32, 32), 2, args, "cpu")
+    batch = (torch.rand(8, 9, 32, 32) * 255, torch.rand(8, 2), torch.rand(8, 1), torch.rand(8, 9, 32, 32) * 255, torch.ones(8, 1))
+    per_step = []
+    for step in range(4):
+        calls.clear()
+        sgqn.update(agent, batch, step, args, -2.0, torch.rand(8, 3, 32, 32) * 255 if step % 2 == 0 else None)
+        per_step.append(list(calls))
+    even = ["update_critic", "guided_backprop", "update_actor_and_alpha", "update_target", "update_aux", "guided_backprop"]
+    odd = ["update_critic", "guided_backprop"]  # no post-update attribution on odd steps
+    assert per_step == [even, odd, even, odd]
+
+
+def test_aux_step_trains_decoder_and_encoder_but_not_heads():
+    torch.manual_seed(0)
+    args = tiny_args()
+    agent = sgqn.make_agent((9, 32, 32), 2, args, "cpu")
+    before = {k: v.clone() for k, v in agent.critic.state_dict().items()}
+    decoder_before = [p.clone() for p in agent.decoder.parameters()]
+    sgqn.update_aux(agent, torch.rand(8, 9, 32, 32) * 255, torch.rand(8, 2), torch.rand(8, 3, 32, 32) * 255, args)
+    after = agent.critic.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(("q1.", "q2.")))
+    assert not torch.equal(before["conv.convs.0.weight"], after["conv.convs.0.weight"])
+    assert not torch.equal(before["projection.0.weight"], after["projection.0.weight"])
+    assert not all(torch.equal(a, b) for a, b in zip(decoder_before, agent.decoder.parameters()))
+    assert agent.critic_optimizer.param_groups[0]["weight_decay"] == 1e-5
+
+
+# ------------------------------------------------------------------------- equivalence and e2e
+def test_without_its_two_terms_sgqn_trains_exactly_like_sac_with_shift(toy_envs):
+    common = dict(TINY, env_id="toy-reach", seed=3, total_timesteps=160, learning_starts=60, eval_freq=160,
+                  eval_episodes=1, eval_modes=("train",), log_freq=1, buffer_size=500)
+    sac_dir = sac.main(sac.Args(**common, augmentation="shift"))
+    sgqn_dir = sgqn.main(sgqn.Args(**common, consistency_weight=0.0, aux_update_freq=0, critic_weight_decay=0.0))
+    sac_scalars, sgqn_scalars = read_scalars(sac_dir), read_scalars(sgqn_dir)
+    for tag in ("losses/qf1_loss", "losses/qf2_loss", "losses/actor_loss", "losses/alpha_loss"):
+        assert len(sac_scalars[tag]) >= 50 and sac_scalars[tag] == sgqn_scalars[tag], tag
+    sac_state = torch.load(os.path.join(sac_dir, "checkpoint.pt"), weights_only=False)["agent"]
+    sgqn_state = torch.load(os.path.join(sgqn_dir, "checkpoint.pt"), weights_only=False)["agent"]
+    for part in ("actor", "critic", "critic_target"):
+        for key, value in sac_state[part].items():
+            assert torch.equal(value, sgqn_state[part][key]), (part, key)
+    # And with its terms on, it does not.
+    other = sgqn.main(sgqn.Args(**common))
+    assert read_scalars(other)["losses/qf1_loss"] != sac_scalars["losses/qf1_loss"]
+
+
+def test_sgqn_end_to_end_logs_saliency_checkpoints_and_resumes(toy_envs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args = tiny_args(env_id="toy-reach_distract", total_timesteps=120, learning_starts=60, eval_freq=60, eval_episodes=1,
+                     eval_modes=("train", "video_hard"), save_freq=60, log_freq=10, buffer_size=500, capture_video=True,
+                     save_buffer=True)
+    run_dir = sgqn.main(args)
+    scalars = read_scalars(run_dir)
+    for tag in ("losses/consistency_loss", "losses/aux_loss", "saliency/mask_iou", "saliency/mask_accuracy",
+                "losses/qf1_loss", "losses/actor_loss", "eval/video_hard/episodic_return"):
+        assert tag in scalars, tag
+    acc = EventAccumulator(run_dir, size_guidance={"images": 0})
+    acc.Reload()
+    images = acc.Images("saliency/obs_heat_mask_predicted")
+    assert [i.step for i in images] == [60, 120] and images[0].width == 4 * 32 and images[0].height == 2 * 32
+    videos = sorted(os.listdir(os.path.join(run_dir, "videos")))
+    assert videos == ["train_step120.mp4", "train_step60.mp4", "video_hard_step120.mp4", "video_hard_step60.mp4"]
+    import imageio.v2 as imageio
+    frame = imageio.get_reader(os.path.join(run_dir, "videos", videos[0])).get_data(0)
+    assert frame.shape[:2] == (4 * 32, 4 * 64)  # frame | saliency overlay, upscaled x4
+
+    checkpoint = os.path.join(run_dir, "checkpoint.pt")
+    assert set(torch.load(checkpoint, weights_only=False)["agent"]) >= {"decoder", "aux_optimizer"}
+    assert sgqn.main(tiny_args(resume=checkpoint, total_timesteps=140)) == run_dir
+    assert max(s for s, _ in read_scalars(run_dir)["losses/aux_loss"]) == 140
+    with pytest.raises(sgqn.envs.ConfigError, match="written by sgqn.py, not sac_baseline.py"):
+        sac.main(sac.Args(**TINY, env_id="toy-reach_distract", eval_checkpoint=checkpoint, eval_modes=("train",)))
+
+
+# ------------------------------------------------------------------------------------ learning
+def test_saliency_concentrates_on_the_task_relevant_pixels(toy_envs):
+    """The point of the method: after training among distractors, the critic's mask lies on the
+    agent and the target far more than a mask placed by chance would."""
+    args = tiny_args(env_id="toy-reach_distract", seed=0, total_timesteps=1500, learning_starts=500, num_filters=16,
+                     projection_dim=32, hidden_dim=128, batch_size=32, eval_freq=1500, eval_episodes=5,
+                     eval_modes=("train",), buffer_size=5000, console_freq=500, sgqn_quantile=0.95)
+    run_dir = sgqn.main(args)
+    state = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)
+    agent = sgqn.make_agent((9, 32, 32), 2, args, "cpu")
+    sgqn.restore(agent, state)
+    env, rng, observations = toy_task.make_toy_env("toy-reach_distract", 123), np.random.default_rng(0), []
+    for _ in range(4):
+        obs, _ = env.reset()
+        for _ in range(16):
+            obs = env.step(rng.uniform(-1, 1, 2))[0]
+            observations.append(obs)
+    obs = torch.as_tensor(np.stack(observations)).float()
+    with torch.no_grad():
+        action = torch.tanh(agent.actor(agent.critic.conv(obs))[0])
+    mask = sgqn.saliency_mask(sgqn.guided_backprop(agent.critic, obs, action), args.sgqn_quantile)
+    relevant = toy_task.relevant_pixels(obs)
+    precision = (mask & relevant).sum().item() / mask.sum().item()
+    chance = relevant.float().mean().item()
+    print(f"mask on agent+target: {precision:.3f}, chance {chance:.3f}, ratio {precision / chance:.1f}")
+    assert precision > 4 * chance

@@ -1,0 +1,39 @@
+"""The two scripts repeat their common code on purpose (each reads alone): hold it identical."""
+
+import dataclasses
+import difflib
+import inspect
+
+import pytest
+
+import sac_baseline as sac
+import sgqn
+
+SHARED = [
+    "weight_init", "ConvStack", "conv_output_size", "projection", "mlp", "Critic", "Actor",
+    "squashed_gaussian_log_prob", "ReplayBuffer", "random_shift", "td_target", "update_actor_and_alpha",
+    "soft_update", "update_target", "policy_action", "evaluate", "write_video", "results_table",
+    "save_checkpoint", "load_checkpoint", "restore", "make_eval_envs",
+]
+
+
+@pytest.mark.parametrize("name", SHARED)
+def test_repeated_code_is_identical(name):
+    assert inspect.getsource(getattr(sac, name)) == inspect.getsource(getattr(sgqn, name))
+
+
+def test_shared_constants_and_arguments():
+    assert (sac.LOG_STD_MIN, sac.LOG_STD_MAX, sac.ARCHITECTURE) == (sgqn.LOG_STD_MIN, sgqn.LOG_STD_MAX, sgqn.ARCHITECTURE)
+    sac_fields = {f.name: f for f in dataclasses.fields(sac.Args)}
+    sgqn_fields = {f.name: f for f in dataclasses.fields(sgqn.Args)}
+    assert set(sac_fields) <= set(sgqn_fields)
+    differ = {name for name in sac_fields if sac_fields[name].default != sgqn_fields[name].default}
+    assert differ == {"exp_name", "augmentation"}  # SGQN is built on DrQ's shift
+
+
+def test_training_loops_differ_only_by_sgqn_lines():
+    """main() of sgqn.py is main() of sac_baseline.py plus lines; none of the baseline's is changed."""
+    sac_lines = inspect.getsource(sac.main).splitlines()
+    matcher = difflib.SequenceMatcher(None, sac_lines, inspect.getsource(sgqn.main).splitlines(), autojunk=False)
+    changed = [line for op, i1, i2, _, _ in matcher.get_opcodes() if op in ("replace", "delete") for line in sac_lines[i1:i2]]
+    assert changed == ["                metrics |= update(agent, buffer.sample(args.batch_size), global_step, args, target_entropy)"]
