@@ -132,6 +132,12 @@ class Args:
     eval_checkpoint: Optional[str] = None
     """no training: evaluate this checkpoint on --eval-modes and print mean +- std per mode"""
 
+    # Speed (opt-in; figures in the README's "Speed" section)
+    channels_last: bool = False
+    """keep conv weights and activations channels-last (NHWC): the same maths, a different memory layout"""
+    bf16: bool = False
+    """run the networks under bfloat16 autocast when updating and acting: activations and matmul inputs lose precision (8 bits of mantissa); weights, losses and optimiser state stay fp32"""
+
     # Logging and checkpoints
     log_freq: int = 100
     """write training scalars to TensorBoard every N steps"""
@@ -230,8 +236,9 @@ class Actor(nn.Module):
         self.apply(weight_init)
 
     def forward(self, conv_features):
-        """Mean and log-std of the pre-tanh Gaussian; log-std squashed into [-10, 2]."""
-        mean, log_std = self.mlp(self.projection(conv_features)).chunk(2, dim=-1)
+        """Mean and log-std of the pre-tanh Gaussian; log-std squashed into [-10, 2]. Always fp32:
+        under --bf16 the tanh squash and its log-determinant would lose the actions near +-1."""
+        mean, log_std = self.mlp(self.projection(conv_features)).float().chunk(2, dim=-1)
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
         return mean, log_std
 
@@ -455,9 +462,14 @@ def make_agent(obs_shape, action_dim, args, device):
     critic_target = Critic(obs_shape, action_dim, args.num_conv_layers, args.num_filters, args.projection_dim, args.hidden_dim).to(device)
     critic_target.load_state_dict(critic.state_dict())
     critic_target.requires_grad_(False)
+    if args.channels_last:
+        for net in (critic, critic_target):
+            net.to(memory_format=torch.channels_last)
     log_alpha = torch.tensor(math.log(args.init_temperature), device=device, requires_grad=True)
     # Built last, and only when used, so that the networks above start as in sac_baseline.py.
     decoder = AttributionDecoder(critic.conv.out_shape, obs_shape, args.projection_dim, action_dim).to(device) if args.aux_update_freq else None
+    if decoder is not None and args.channels_last:
+        decoder.to(memory_format=torch.channels_last)
     return Agent(
         actor=actor,
         critic=critic,
@@ -790,7 +802,8 @@ def main(args):
         if global_step < args.learning_starts:
             action = env.action_space.sample()
         else:
-            action = policy_action(agent, obs, device, deterministic=False)
+            with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
+                action = policy_action(agent, obs, device, deterministic=False)
         obs, reward, terminated, truncated, _ = env.step(action)
         buffer.add(obs[-3:], action, reward, terminated)
         episode_return, episode_length = episode_return + reward, episode_length + 1
@@ -805,10 +818,11 @@ def main(args):
         # without a saved buffer, once it holds learning_starts new frames again). As in DMC-GB
         # and the original SGQN, the first learning step makes one update per random step.
         if global_step >= args.learning_starts and len(buffer) > max(args.learning_starts, args.frame_stack):
-            for _ in range(args.learning_starts if global_step == args.learning_starts else 1):
-                aux_step = args.aux_update_freq and global_step % args.aux_update_freq == 0
-                overlay_images = torch.as_tensor(overlay.sample(args.batch_size), device=device).float() if aux_step else None
-                metrics |= update(agent, buffer.sample(args.batch_size), global_step, args, target_entropy, overlay_images)
+            with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
+                for _ in range(args.learning_starts if global_step == args.learning_starts else 1):
+                    aux_step = args.aux_update_freq and global_step % args.aux_update_freq == 0
+                    overlay_images = torch.as_tensor(overlay.sample(args.batch_size), device=device).float() if aux_step else None
+                    metrics |= update(agent, buffer.sample(args.batch_size), global_step, args, target_entropy, overlay_images)
 
         step = global_step + 1
         sps = (step - start_step) / (time.time() - start_time)

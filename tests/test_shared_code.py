@@ -36,4 +36,4 @@ def test_training_loops_differ_only_by_sgqn_lines():
     sac_lines = inspect.getsource(sac.main).splitlines()
     matcher = difflib.SequenceMatcher(None, sac_lines, inspect.getsource(sgqn.main).splitlines(), autojunk=False)
     changed = [line for op, i1, i2, _, _ in matcher.get_opcodes() if op in ("replace", "delete") for line in sac_lines[i1:i2]]
-    assert changed == ["                metrics |= update(agent, buffer.sample(args.batch_size), global_step, args, target_entropy)"]
+    assert changed == ["                    metrics |= update(agent, buffer.sample(args.batch_size), global_step, args, target_entropy)"]

@@ -1,0 +1,171 @@
+"""Milliseconds per training update of the paper-size agent, split by phase (no env, no loop).
+
+    python benchmarks/update_speed.py --algorithm sgqn
+    python benchmarks/update_speed.py --algorithm sac --steps 10 --threads 2
+    python benchmarks/update_speed.py --algorithm sgqn --channels-last --bf16 --compile --warmup 3
+
+Imports `sac_baseline` or `sgqn` (never copies their code), builds the full-size agent from the
+script's own `Args` defaults with walker-walk shapes (obs 9x84x84, 6 actions; SGQN quantile 0.95),
+fills the script's `ReplayBuffer` with random frames, and calls the script's `update` over steps
+0, 1, 2, ... (`--warmup` untimed, then `--steps` timed). Even steps run critic + actor/alpha +
+target (+ SGQN's aux); odd steps run the critic only. A step is buffer.sample (+ the overlay images
+on SGQN aux steps, as `main` builds them) + update.
+
+Phases are timed by wrapping the module's functions, which `update` looks up as globals at call
+time: sample, overlay, critic, actor, target, aux; "other" is the rest of the step (random shift,
+glue). "attribution" (guided_backprop + saliency_mask) runs INSIDE critic and aux and is
+already counted there; it is shown on its own line for information only.
+
+Speed flags (--channels-last, --bf16, --compile) are passed to the script's Args when it has
+those fields; otherwise the benchmark says so and exits with status 2. Medians are reported (the
+machine is shared); the last line is `<algorithm> update ms/step: X`, X = mean of the median
+odd-step and median even-step totals.
+"""
+import argparse
+import dataclasses
+import importlib
+import os
+import statistics
+import sys
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import envs  # noqa: E402
+
+# The original code (before any speed work) on the 2-core dev machine: fp32, 2 threads, batch 128.
+ORIGINAL_MS = {"sgqn": 3980.0, "sac": 754.0}
+OBS_SHAPE, ACTION_DIM = (9, 84, 84), 6  # walker-walk, frame stack 3
+TOP_LEVEL = ("sample", "overlay", "critic", "actor", "target", "aux")
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--algorithm", choices=("sac", "sgqn"), required=True)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=2, help="untimed updates first (steps 0..warmup-1)")
+    p.add_argument("--steps", type=int, default=6, help="timed updates (K)")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--device", default="cpu")
+    return p.parse_args()
+
+
+class PhaseTimer:
+    """Wraps functions so that each call adds its wall time to `self.current[phase]`."""
+
+    def __init__(self, device):
+        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self.current = defaultdict(float)
+
+    def wrap(self, fn, phase):
+        def timed(*a, **kw):
+            self.sync()
+            t = time.perf_counter()
+            out = fn(*a, **kw)
+            self.sync()
+            self.current[phase] += time.perf_counter() - t
+            return out
+        return timed
+
+    def patch(self, module, name, phase):
+        setattr(module, name, self.wrap(getattr(module, name), phase))
+
+
+def filled_buffer(module, device, frames=2000, episode_length=500, seed=0):
+    rng = np.random.default_rng(seed)
+    buffer = module.ReplayBuffer(frames, (3, *OBS_SHAPE[1:]), ACTION_DIM, OBS_SHAPE[0] // 3, device, seed)
+    images = rng.integers(0, 256, (frames, 3, *OBS_SHAPE[1:]), dtype=np.uint8)
+    for i, frame in enumerate(images):
+        if i % episode_length == 0:
+            buffer.add_first(frame)
+        else:
+            buffer.add(frame, rng.uniform(-1, 1, ACTION_DIM).astype(np.float32), float(rng.uniform()), False)
+    return buffer
+
+
+def main():
+    opts = parse_args()
+    module = importlib.import_module("sac_baseline" if opts.algorithm == "sac" else "sgqn")
+    fields = {f.name for f in dataclasses.fields(module.Args)}
+    speed = {"channels_last": opts.channels_last, "bf16": opts.bf16, "compile": opts.compile}
+    for name, wanted in speed.items():
+        if wanted and name not in fields:
+            print(f"flag --{name.replace('_', '-')} not supported by {module.__name__}.py yet (no Args.{name})")
+            sys.exit(2)
+    device = torch.device(opts.device)
+    torch.set_num_threads(opts.threads)
+    torch.manual_seed(0)
+
+    extra = {"sgqn_quantile": 0.95} if opts.algorithm == "sgqn" else {}
+    args = module.Args(batch_size=opts.batch_size, cuda=device.type == "cuda",
+                       **{k: v for k, v in speed.items() if v}, **extra)
+    agent = module.make_agent(OBS_SHAPE, ACTION_DIM, args, device)
+    buffer = filled_buffer(module, device)
+    aux_freq = getattr(args, "aux_update_freq", 0)
+    overlay = envs.OverlayImages(None, args.image_size, 0) if aux_freq else None
+    target_entropy = -float(ACTION_DIM)
+
+    timer = PhaseTimer(device)
+    for name, phase in (("update_critic", "critic"), ("update_actor_and_alpha", "actor"),
+                        ("update_target", "target"), ("update_aux", "aux"),
+                        ("guided_backprop", "attribution"), ("saliency_mask", "attribution")):
+        if hasattr(module, name):
+            timer.patch(module, name, phase)
+    buffer.sample = timer.wrap(buffer.sample, "sample")
+    make_overlay = timer.wrap(lambda: torch.as_tensor(overlay.sample(args.batch_size), device=device).float(), "overlay")
+
+    def one_step(step):
+        timer.current = defaultdict(float)
+        timer.sync()
+        t = time.perf_counter()
+        batch = buffer.sample(args.batch_size)
+        if aux_freq:
+            images = make_overlay() if step % aux_freq == 0 else None
+            module.update(agent, batch, step, args, target_entropy, images)
+        else:
+            module.update(agent, batch, step, args, target_entropy)
+        timer.sync()
+        phases = dict(timer.current)
+        phases["total"] = time.perf_counter() - t
+        phases["other"] = phases["total"] - sum(phases.get(k, 0.0) for k in TOP_LEVEL)
+        return phases
+
+    flags = " ".join(f"--{k.replace('_', '-')}" for k, v in speed.items() if v) or "fp32, no speed flags"
+    print(f"{module.__name__}.py update, walker-walk shapes, batch {args.batch_size}, {args.num_conv_layers} convs x "
+          f"{args.num_filters} filters, hidden {args.hidden_dim}; {flags}; device {device}, {opts.threads} threads")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    t = time.perf_counter()
+    for step in range(opts.warmup):
+        one_step(step)
+    print(f"warmup: {opts.warmup} updates in {time.perf_counter() - t:.1f} s")
+    runs = {"odd": [], "even": []}
+    for step in range(opts.warmup, opts.warmup + opts.steps):
+        runs["even" if step % 2 == 0 else "odd"].append(one_step(step))
+    print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+    def med(kind, phase):
+        values = [r.get(phase, 0.0) for r in runs[kind]]
+        return 1000 * statistics.median(values) if values else float("nan")
+
+    print(f"\nmedian ms per phase ({len(runs['odd'])} odd steps, {len(runs['even'])} even steps)")
+    print(f"{'phase':<14}{'odd':>10}{'even':>10}")
+    phases = [p for p in (*TOP_LEVEL, "other", "attribution")
+              if any(p in r for rs in runs.values() for r in rs)]
+    for phase in phases:
+        note = "   (inside critic/aux, already counted there)" if phase == "attribution" else ""
+        print(f"{phase:<14}{med('odd', phase):>10.1f}{med('even', phase):>10.1f}{note}")
+    print(f"{'step total':<14}{med('odd', 'total'):>10.1f}{med('even', 'total'):>10.1f}")
+    ms = (med("odd", "total") + med("even", "total")) / 2
+    original = ORIGINAL_MS[opts.algorithm]
+    print(f"ratio ours/original: {ms / original:.2f} (original code: {original:.0f} ms/step, fp32, 2 threads, batch 128)")
+    print(f"{opts.algorithm} update ms/step: {ms:.1f}")
+
+
+if __name__ == "__main__":
+    main()
