@@ -125,11 +125,12 @@ def main():
         timer.sync()
         t = time.perf_counter()
         batch = buffer.sample(args.batch_size)
-        if aux_freq:
-            images = make_overlay() if step % aux_freq == 0 else None
-            module.update(agent, batch, step, args, target_entropy, images)
-        else:
-            module.update(agent, batch, step, args, target_entropy)
+        with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):  # as main() does
+            if aux_freq:
+                images = make_overlay() if step % aux_freq == 0 else None
+                module.update(agent, batch, step, args, target_entropy, images)
+            else:
+                module.update(agent, batch, step, args, target_entropy)
         timer.sync()
         phases = dict(timer.current)
         phases["total"] = time.perf_counter() - t

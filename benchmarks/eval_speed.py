@@ -1,0 +1,61 @@
+"""Wall time of one evaluation round over all five modes, as `main` runs it (the "before" figure
+for parallelising evaluation).
+
+    MUJOCO_GL=egl python benchmarks/eval_speed.py                   # sgqn, cheetah-run, 1 episode
+    python benchmarks/eval_speed.py --algorithm sac --episodes 2 --repeats 3 --paper-size
+
+Builds the eval envs with the script's own `make_eval_envs(args)` and an agent with its
+`make_agent` (small by default: 4 convs x 16 filters, hidden 256; `--paper-size` for the script's
+defaults), then times `module.evaluate(agent, eval_envs, episodes, device)` `--repeats` times and
+prints the median wall seconds (cheetah-run: 250 agent steps per episode per mode).
+"""
+import argparse
+import importlib
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import envs  # noqa: E402,F401  (sets MUJOCO_GL)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--algorithm", choices=("sac", "sgqn"), default="sgqn")
+    p.add_argument("--env-id", default="cheetah-run")
+    p.add_argument("--episodes", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--paper-size", action="store_true")
+    opts = p.parse_args()
+
+    module = importlib.import_module("sac_baseline" if opts.algorithm == "sac" else "sgqn")
+    torch.set_num_threads(opts.threads)
+    torch.manual_seed(0)
+    small = {} if opts.paper_size else dict(num_conv_layers=4, num_filters=16, hidden_dim=256)
+    args = module.Args(env_id=opts.env_id, cuda=False, eval_episodes=opts.episodes, **small)
+    device = torch.device("cpu")
+    t = time.perf_counter()
+    eval_envs = module.make_eval_envs(args)
+    build = time.perf_counter() - t
+    env = next(iter(eval_envs.values()))
+    agent = module.make_agent(env.observation_space.shape, env.action_space.shape[0], args, device)
+
+    walls = []
+    for _ in range(opts.repeats):
+        t = time.perf_counter()
+        module.evaluate(agent, eval_envs, opts.episodes, device)
+        walls.append(time.perf_counter() - t)
+    size = "paper-size" if opts.paper_size else "small"
+    print(f"{module.__name__}.py evaluate, {opts.env_id}, modes {' '.join(eval_envs)}, {opts.episodes} episode(s) "
+          f"per mode, {size} agent, {opts.threads} threads; building the envs took {build:.1f} s")
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+          f"repeats: {' '.join(f'{w:.1f}' for w in walls)} s")
+    print(f"eval round wall s: {statistics.median(walls):.1f}")
+
+
+if __name__ == "__main__":
+    main()
