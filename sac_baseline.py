@@ -17,6 +17,7 @@ for line, in sgqn.py (tests/test_shared_code.py holds the two files together).
 """
 
 import dataclasses
+import functools
 import math
 import os
 import random
@@ -25,6 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal, Optional
 
+import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
@@ -445,36 +447,36 @@ def update(agent, batch, step, args, target_entropy):
 # Evaluation
 # ---------------------------------------------------------------------------------------------
 def policy_action(agent, obs, device, deterministic):
-    """Action for one observation: the tanh of the mean when evaluating, a sample when training."""
+    """Actions for a batch of observations: the tanh of the mean when evaluating, a sample when
+    training."""
     with torch.no_grad():
-        features = agent.critic.conv(torch.as_tensor(obs, device=device).float()[None])
+        features = agent.critic.conv(torch.as_tensor(obs, device=device).float())
         action = torch.tanh(agent.actor(features)[0]) if deterministic else agent.actor.sample(features)[0]
-    return action[0].cpu().numpy()
+    return action.cpu().numpy()
 
 
-def evaluate(agent, eval_envs, episodes, device, video_dir=None, step=0):
-    """Mean-action returns per mode: {mode: np.array of episode returns}. With video_dir, the
-    first episode of each mode is written as an mp4."""
-    returns = {}
-    for mode, env in eval_envs.items():
-        returns[mode] = np.zeros(episodes)
-        for episode in range(episodes):
-            obs, _ = env.reset()
-            frames, done = [], False
-            while not done:
-                if video_dir and episode == 0:
-                    frames.append(video_frame(agent, env, obs, device))
-                obs, reward, terminated, truncated, _ = env.step(policy_action(agent, obs, device, True))
-                returns[mode][episode] += reward
-                done = terminated or truncated
-            if frames:
-                write_video(os.path.join(video_dir, f"{mode}_step{step}.mp4"), frames)
-    return returns
+def evaluate(agent, eval_envs, modes, episodes, device, video_dir=None, step=0):
+    """Mean-action returns per mode, {mode: array of episode returns}. The modes' envs step
+    together (one batched policy pass per step; see make_eval_envs). With video_dir, the first
+    episode of each mode is written as an mp4."""
+    returns = np.zeros((episodes, len(modes)))
+    for episode in range(episodes):
+        obs, _ = eval_envs.reset()
+        done, frames = np.zeros(len(modes), dtype=bool), []
+        while not done.all():
+            if video_dir and episode == 0:
+                frames.append(video_frames(agent, eval_envs.call("render"), obs, device))
+            obs, reward, terminated, truncated, _ = eval_envs.step(policy_action(agent, obs, device, True))
+            returns[episode] += np.where(done, 0.0, reward)  # an env that ended early restarts: ignore it
+            done |= terminated | truncated
+        for i, mode in enumerate(modes if frames else []):
+            write_video(os.path.join(video_dir, f"{mode}_step{step}.mp4"), [f[i] for f in frames])
+    return {mode: returns[:, i] for i, mode in enumerate(modes)}
 
 
-def video_frame(agent, env, obs, device):
-    """What --capture-video records at each step: the rendered frame."""
-    return env.render()
+def video_frames(agent, frames, obs, device):
+    """What --capture-video records at each step, one picture per mode: the rendered frame."""
+    return np.stack(frames)
 
 
 def write_video(path, frames, upscale=4):
@@ -560,10 +562,17 @@ def restore(agent, state, buffer=None):
 # Training loop
 # ---------------------------------------------------------------------------------------------
 def make_eval_envs(args):
+    """One env per evaluated mode, seeded apart, each in its own worker process so that the modes
+    render in parallel on spare cores (spawned, so each worker makes its own GL context). The
+    arguments are checked here first: bad input is a one-line error, not a worker's crash."""
     video_dirs = {"video_easy": args.video_easy_dir, "video_hard": args.video_hard_dir}
-    return {mode: envs.make_env(args.env_id, args.seed + 1000 * (i + 1), mode, action_repeat=args.action_repeat,
-                                frame_stack=args.frame_stack, image_size=args.image_size, video_dir=video_dirs.get(mode))
-            for i, mode in enumerate(args.eval_modes)}
+    env_fns = []
+    for i, mode in enumerate(args.eval_modes):
+        kwargs = dict(action_repeat=args.action_repeat, frame_stack=args.frame_stack, image_size=args.image_size,
+                      video_dir=video_dirs.get(mode))
+        envs.check_args(args.env_id, mode, **kwargs)
+        env_fns.append(functools.partial(envs.make_env, args.env_id, args.seed + 1000 * (i + 1), mode, **kwargs))
+    return gym.vector.AsyncVectorEnv(env_fns, context="spawn")
 
 
 def main(args):
@@ -587,7 +596,8 @@ def main(args):
 
     if args.eval_checkpoint:
         restore(agent, load_checkpoint(args.eval_checkpoint, args))
-        returns = evaluate(agent, eval_envs, args.eval_episodes, device)
+        returns = evaluate(agent, eval_envs, args.eval_modes, args.eval_episodes, device)
+        eval_envs.close()
         print(f"{args.env_id}, {args.eval_episodes} episodes per mode, checkpoint {args.eval_checkpoint}")
         print(results_table(returns))
         return returns
@@ -617,7 +627,7 @@ def main(args):
             action = env.action_space.sample()
         else:
             with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
-                action = policy_action(agent, obs, device, deterministic=False)
+                action = policy_action(agent, obs[None], device, deterministic=False)[0]
         obs, reward, terminated, truncated, _ = env.step(action)
         buffer.add(obs[-3:], action, reward, terminated)
         episode_return, episode_length = episode_return + reward, episode_length + 1
@@ -649,7 +659,7 @@ def main(args):
                   f"last return {last_return:.1f}{last_eval}", flush=True)
         if step % args.eval_freq == 0 or step == args.total_timesteps:
             video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
-            returns = evaluate(agent, eval_envs, args.eval_episodes, device, video_dir, step)
+            returns = evaluate(agent, eval_envs, args.eval_modes, args.eval_episodes, device, video_dir, step)
             for mode, r in returns.items():
                 writer.add_scalar(f"eval/{mode}/episodic_return", r.mean(), step)
             last_eval = "  eval " + " ".join(f"{m} {r.mean():.0f}" for m, r in returns.items())
@@ -658,6 +668,7 @@ def main(args):
             save_checkpoint(checkpoint_path, agent, args, step, run_name, buffer if args.save_buffer else None)
     writer.close()
     env.close()
+    eval_envs.close()
     return run_dir
 
 

@@ -1,12 +1,12 @@
-"""Wall time of one evaluation round over all five modes, as `main` runs it (the "before" figure
-for parallelising evaluation).
+"""Wall time of one evaluation round over all five modes, as `main` runs it: the modes' envs step
+together, each in its own worker process (`make_eval_envs`).
 
     MUJOCO_GL=egl python benchmarks/eval_speed.py                   # sgqn, cheetah-run, 1 episode
     python benchmarks/eval_speed.py --algorithm sac --episodes 2 --repeats 3 --paper-size
 
 Builds the eval envs with the script's own `make_eval_envs(args)` and an agent with its
 `make_agent` (small by default: 4 convs x 16 filters, hidden 256; `--paper-size` for the script's
-defaults), then times `module.evaluate(agent, eval_envs, episodes, device)` `--repeats` times and
+defaults), then times `module.evaluate(agent, eval_envs, modes, episodes, device)` `--repeats` times and
 prints the median wall seconds (cheetah-run: 250 agent steps per episode per mode).
 """
 import argparse
@@ -41,19 +41,19 @@ def main():
     t = time.perf_counter()
     eval_envs = module.make_eval_envs(args)
     build = time.perf_counter() - t
-    env = next(iter(eval_envs.values()))
-    agent = module.make_agent(env.observation_space.shape, env.action_space.shape[0], args, device)
+    agent = module.make_agent(eval_envs.single_observation_space.shape, eval_envs.single_action_space.shape[0], args, device)
 
     walls = []
     for _ in range(opts.repeats):
         t = time.perf_counter()
-        module.evaluate(agent, eval_envs, opts.episodes, device)
+        module.evaluate(agent, eval_envs, args.eval_modes, opts.episodes, device)
         walls.append(time.perf_counter() - t)
     size = "paper-size" if opts.paper_size else "small"
-    print(f"{module.__name__}.py evaluate, {opts.env_id}, modes {' '.join(eval_envs)}, {opts.episodes} episode(s) "
+    print(f"{module.__name__}.py evaluate, {opts.env_id}, modes {' '.join(args.eval_modes)}, {opts.episodes} episode(s) "
           f"per mode, {size} agent, {opts.threads} threads; building the envs took {build:.1f} s")
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
           f"repeats: {' '.join(f'{w:.1f}' for w in walls)} s")
+    eval_envs.close()
     print(f"eval round wall s: {statistics.median(walls):.1f}")
 
 

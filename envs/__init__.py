@@ -104,13 +104,10 @@ def draw_colors(rng: np.random.Generator, sigma: float) -> dict[str, np.ndarray]
     return {k: np.clip(np.array(d) + rng.normal(0.0, sigma, 3), 0.0, 1.0) for k, d in DEFAULT_COLORS.items()}
 
 
-def make_env(env_id: str, seed: int, mode: str = "train", *, action_repeat: int | None = None,
-             frame_stack: int = 3, image_size: int = 84, video_dir: str | None = None,
-             camera_id: int | None = None) -> gym.Env:
-    """A pixel DMC env (see the module docstring). Arguments are checked before MuJoCo starts.
-
-    `video_dir` is used by the video modes only (None: procedural videos); `camera_id` None picks
-    camera 0 (2 for quadruped)."""
+def check_args(env_id: str, mode: str = "train", *, action_repeat: int | None = None, frame_stack: int = 3,
+               image_size: int = 84, video_dir: str | None = None):
+    """The checks `make_env` makes before MuJoCo starts (ConfigError on bad input), for callers
+    that build envs in worker processes. Returns (domain, task, action_repeat, video source)."""
     domain, task = _parse_id(env_id)
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
@@ -119,7 +116,19 @@ def make_env(env_id: str, seed: int, mode: str = "train", *, action_repeat: int 
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     videos = VideoSource(mode, image_size, video_dir) if mode.startswith("video") else None
-    return DMCEnv(domain, task, seed, mode, int(action_repeat), int(frame_stack), int(image_size), videos,
+    return domain, task, int(action_repeat), videos
+
+
+def make_env(env_id: str, seed: int, mode: str = "train", *, action_repeat: int | None = None,
+             frame_stack: int = 3, image_size: int = 84, video_dir: str | None = None,
+             camera_id: int | None = None) -> gym.Env:
+    """A pixel DMC env (see the module docstring). Arguments are checked before MuJoCo starts.
+
+    `video_dir` is used by the video modes only (None: procedural videos); `camera_id` None picks
+    camera 0 (2 for quadruped)."""
+    domain, task, action_repeat, videos = check_args(env_id, mode, action_repeat=action_repeat, frame_stack=frame_stack,
+                                                     image_size=image_size, video_dir=video_dir)
+    return DMCEnv(domain, task, seed, mode, action_repeat, int(frame_stack), int(image_size), videos,
                   (2 if domain == "quadruped" else 0) if camera_id is None else camera_id)
 
 

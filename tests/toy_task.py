@@ -136,11 +136,16 @@ class ToyReachEnv(gym.Env):
 def make_toy_env(env_id: str, seed: int, mode: str = "train", *, action_repeat=None, frame_stack: int = 3,
                  image_size: int = 32, video_dir=None, camera_id=None) -> gym.Env:
     """Drop-in for ``envs.make_env``; action_repeat / video_dir / camera_id are accepted and ignored."""
+    check_args(env_id, mode)
+    return ToyReachEnv(env_id == "toy-reach_distract", seed, mode, frame_stack, image_size)
+
+
+def check_args(env_id: str, mode: str = "train"):
+    """Drop-in for ``envs.check_args``: a ValueError for an unknown id or mode."""
     if env_id not in TOY_IDS:
         raise ValueError(f"unknown toy env id {env_id!r}; expected one of {TOY_IDS}")
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
-    return ToyReachEnv(env_id == "toy-reach_distract", seed, mode, frame_stack, image_size)
 
 
 def greedy_action(env) -> np.ndarray:
