@@ -589,13 +589,14 @@ def main(args):
     env = envs.make_env(args.env_id, args.seed, "train", action_repeat=args.action_repeat,
                         frame_stack=args.frame_stack, image_size=args.image_size)
     env.action_space.seed(args.seed)
-    eval_envs = make_eval_envs(args)
     obs_shape, action_dim = env.observation_space.shape, env.action_space.shape[0]
     action_repeat = args.action_repeat or envs.default_action_repeat(args.env_id)
     agent = make_agent(obs_shape, action_dim, args, device)
+    evaluated = load_checkpoint(args.eval_checkpoint, args) if args.eval_checkpoint else None  # before workers start
+    eval_envs = make_eval_envs(args)
 
-    if args.eval_checkpoint:
-        restore(agent, load_checkpoint(args.eval_checkpoint, args))
+    if evaluated:
+        restore(agent, evaluated)
         returns = evaluate(agent, eval_envs, args.eval_modes, args.eval_episodes, device)
         eval_envs.close()
         print(f"{args.env_id}, {args.eval_episodes} episodes per mode, checkpoint {args.eval_checkpoint}")

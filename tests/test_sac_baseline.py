@@ -250,6 +250,28 @@ def test_train_checkpoint_evaluate_resume(toy_envs, capsys):
     assert resumed["agent"]["log_alpha"] != state["agent"]["log_alpha"]
 
 
+def test_batched_evaluation_equals_a_direct_rollout_per_mode(toy_envs):
+    """The modes' envs run in worker processes and step together: each mode's returns must be
+    those of its own env, seeded as make_eval_envs seeds it, stepped alone."""
+    torch.manual_seed(0)
+    args = tiny_args(env_id="toy-reach_distract", eval_modes=("train", "color_hard", "video_easy"), seed=5)
+    agent = sac.make_agent((9, 32, 32), 2, args, "cpu")
+    eval_envs = sac.make_eval_envs(args)
+    returns = sac.evaluate(agent, eval_envs, args.eval_modes, 2, "cpu")
+    eval_envs.close()
+    for i, mode in enumerate(args.eval_modes):
+        env, expected = toy_task.make_toy_env(args.env_id, args.seed + 1000 * (i + 1), mode), []
+        for _ in range(2):
+            obs, _ = env.reset()
+            total, done = 0.0, False
+            while not done:
+                obs, reward, terminated, truncated, _ = env.step(sac.policy_action(agent, obs[None], "cpu", True)[0])
+                total, done = total + reward, terminated or truncated
+            expected.append(total)
+        np.testing.assert_allclose(returns[mode], expected, rtol=1e-6)
+    assert len({r.sum() for r in returns.values()}) == 3  # the modes really differ
+
+
 def test_checkpoint_errors_are_one_line(toy_envs, tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
