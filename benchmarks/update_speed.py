@@ -2,7 +2,8 @@
 
     python benchmarks/update_speed.py --algorithm sgqn
     python benchmarks/update_speed.py --algorithm sac --steps 10 --threads 2
-    python benchmarks/update_speed.py --algorithm sgqn --channels-last --bf16 --compile --warmup 3
+    python benchmarks/update_speed.py --algorithm sgqn --bf16 --compile --warmup 3
+    python benchmarks/update_speed.py --algorithm sac --no-channels-last --default-allocator
 
 Imports `sac_baseline` or `sgqn` (never copies their code), builds the full-size agent from the
 script's own `Args` defaults with walker-walk shapes (obs 9x84x84, 6 actions; SGQN quantile 0.95),
@@ -16,8 +17,9 @@ time: sample, overlay, critic, actor, target, aux; "other" is the rest of the st
 glue). "attribution" (guided_backprop + saliency_mask) runs INSIDE critic and aux and is
 already counted there; it is shown on its own line for information only.
 
-Speed flags (--channels-last, --bf16, --compile) are passed to the script's Args when it has
-those fields; otherwise the benchmark says so and exits with status 2. Medians are reported (the
+The script's keep_freed_memory() is called first, as its main() does (--default-allocator skips
+it, to measure what it saves). Speed flags (--no-channels-last, --bf16, --compile) are passed to the script's Args; a script
+without those fields makes the benchmark say so and exit with status 2. Medians are reported (the
 machine is shared); the last line is `<algorithm> update ms/step: X`, X = mean of the median
 odd-step and median even-step totals.
 """
@@ -49,10 +51,12 @@ def parse_args():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--warmup", type=int, default=2, help="untimed updates first (steps 0..warmup-1)")
     p.add_argument("--steps", type=int, default=6, help="timed updates (K)")
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--no-channels-last", action="store_true", help="NCHW convs (the scripts' default is channels-last)")
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--default-allocator", action="store_true",
+                   help="skip the script's keep_freed_memory() (glibc's defaults: freed activations go back to the OS)")
     return p.parse_args()
 
 
@@ -93,18 +97,18 @@ def main():
     opts = parse_args()
     module = importlib.import_module("sac_baseline" if opts.algorithm == "sac" else "sgqn")
     fields = {f.name for f in dataclasses.fields(module.Args)}
-    speed = {"channels_last": opts.channels_last, "bf16": opts.bf16, "compile": opts.compile}
+    speed = {"channels_last": not opts.no_channels_last, "bf16": opts.bf16, "compile": opts.compile}
     for name, wanted in speed.items():
-        if wanted and name not in fields:
+        if name not in fields:
             print(f"flag --{name.replace('_', '-')} not supported by {module.__name__}.py yet (no Args.{name})")
             sys.exit(2)
+    kept = False if opts.default_allocator else module.keep_freed_memory()  # as main() does
     device = torch.device(opts.device)
     torch.set_num_threads(opts.threads)
     torch.manual_seed(0)
 
     extra = {"sgqn_quantile": 0.95} if opts.algorithm == "sgqn" else {}
-    args = module.Args(batch_size=opts.batch_size, cuda=device.type == "cuda",
-                       **{k: v for k, v in speed.items() if v}, **extra)
+    args = module.Args(batch_size=opts.batch_size, cuda=device.type == "cuda", **speed, **extra)
     agent = module.make_agent(OBS_SHAPE, ACTION_DIM, args, device)
     buffer = filled_buffer(module, device)
     aux_freq = getattr(args, "aux_update_freq", 0)
@@ -137,7 +141,8 @@ def main():
         phases["other"] = phases["total"] - sum(phases.get(k, 0.0) for k in TOP_LEVEL)
         return phases
 
-    flags = " ".join(f"--{k.replace('_', '-')}" for k, v in speed.items() if v) or "fp32, no speed flags"
+    flags = " ".join(f"--{k.replace('_', '-')}" for k, v in speed.items() if v) if any(speed.values()) else "fp32, NCHW"
+    flags += ", freed memory kept" if kept else ", glibc's default allocator"
     print(f"{module.__name__}.py update, walker-walk shapes, batch {args.batch_size}, {args.num_conv_layers} convs x "
           f"{args.num_filters} filters, hidden {args.hidden_dim}; {flags}; device {device}, {opts.threads} threads")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

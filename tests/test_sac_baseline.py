@@ -193,7 +193,8 @@ def test_actor_step_leaves_conv_stack_alone_and_critic_step_trains_it():
 
 
 def test_speed_flags_keep_the_maths():
-    """--channels-last changes only the memory layout; --bf16 autocasts the networks (close, not equal)."""
+    """Channels-last (the default) and --compile change only the memory layout and the kernels;
+    --bf16 autocasts the networks (close, not equal)."""
     buffer, _ = collect("toy-reach", 100)
     batches = [buffer.sample(16) for _ in range(3)]
 
@@ -206,11 +207,13 @@ def test_speed_flags_keep_the_maths():
             out = [sac.update(agent, batch, step, args, -2.0)["losses/qf1_loss"].item() for step, batch in enumerate(batches)]
         return q1.dtype, agent.critic.conv.convs[0].weight, out
 
-    dtype, weight, fp32 = losses()
-    cl_dtype, cl_weight, channels_last = losses(channels_last=True)
+    cl_dtype, cl_weight, channels_last = losses()
+    dtype, weight, fp32 = losses(channels_last=False)
+    _, _, compiled = losses(compile=True)
     bf_dtype, _, bf16 = losses(bf16=True)
     assert cl_weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous(memory_format=torch.channels_last)
     np.testing.assert_allclose(channels_last, fp32, rtol=1e-4)
+    np.testing.assert_allclose(compiled, channels_last, rtol=1e-4)
     assert dtype == cl_dtype == torch.float32 and bf_dtype == torch.bfloat16
     # Only the first loss is comparable: Adam's first step moves every weight by +-lr, by the
     # gradient's sign, which bf16 flips for the smallest gradients; after that the runs diverge.

@@ -97,8 +97,26 @@ def test_guided_backprop_leaves_no_hooks_gradients_or_graph():
     assert (grad < 0).any() and not torch.allclose(grad, guided_by_autograd_function(critic, obs, action))
 
 
+def test_guided_backprop_keep_q_gives_the_critic_outputs_with_a_plain_graph():
+    """The Qs it keeps are the critic's, and the loss backpropagated through them gets the plain
+    gradient (the guided clamp must not leak into the critic's update)."""
+    torch.manual_seed(0)
+    critic = tiny_critic()
+    obs, action = torch.rand(4, 9, 32, 32) * 255, torch.rand(4, 2) * 2 - 1
+    attribution, (q1, q2) = sgqn.guided_backprop(critic, obs, action, keep_q=True)
+    torch.testing.assert_close(attribution, guided_by_autograd_function(critic, obs, action), rtol=1e-5, atol=1e-9)
+    loss = (q1 - 1).square().mean() + (q2 + 1).square().mean()
+    grads = torch.autograd.grad(loss, list(critic.parameters()))
+    e1, e2 = critic(obs, action)
+    torch.testing.assert_close((q1, q2), (e1, e2))
+    expected = torch.autograd.grad((e1 - 1).square().mean() + (e2 + 1).square().mean(), list(critic.parameters()))
+    for g, e in zip(grads, expected):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-8)
+    assert all(not m._backward_hooks for m in critic.modules())
+
+
 # ---------------------------------------------------------------------------------------- mask
-@pytest.mark.parametrize("quantile", [0.95, 0.98, 0.5])
+@pytest.mark.parametrize("quantile", [0.95, 0.98, 0.5, 0.0, 1.0])
 def test_saliency_mask_matches_a_direct_quantile_and_keeps_1_minus_rho(quantile):
     torch.manual_seed(0)
     attribution = torch.randn(5, 9, 20, 20)
@@ -141,6 +159,37 @@ def test_decoder_shape_at_paper_size():
     assert [m.out_channels for m in decoder.modules() if isinstance(m, nn.Conv2d)] == [128, 64, 9]
     logits = decoder(torch.zeros(2, 100), torch.zeros(2, 6))
     assert logits.shape == (2, 9, 84, 84)
+
+
+def plain_decoder(decoder, features, action):
+    """The original's decoder, written as it reads: nn.Upsample and a conv at the upsampled size."""
+    x = F.relu(decoder.linear(torch.cat([features, action], dim=-1))).view(-1, *decoder.conv_out_shape)
+    x = decoder.conv2(F.relu(F.interpolate(decoder.conv1(x), scale_factor=2)))
+    return decoder.conv3(F.relu(F.interpolate(x, size=decoder.obs_hw)))
+
+
+@pytest.mark.parametrize("obs_shape, layers, filters", [((9, 84, 84), 11, 8), ((9, 32, 32), 2, 8), ((6, 40, 40), 3, 4)])
+def test_decoder_equals_upsample_then_conv(obs_shape, layers, filters):
+    """Folded x2 upsampling (84 = 4 x 21) and the resize path (32 from 26, 40 from 34) both give
+    the original's values and gradients (in float64, so any difference is maths, not rounding)."""
+    torch.manual_seed(0)
+    critic = sgqn.Critic(obs_shape, 3, layers, filters, 10, 16)
+    decoder = sgqn.AttributionDecoder(critic.conv.out_shape, obs_shape, 10, 3).double()
+    features, action = torch.randn(3, 10, dtype=torch.float64), torch.randn(3, 3, dtype=torch.float64)
+    out, expected = decoder(features, action), plain_decoder(decoder, features, action)
+    assert out.shape == (3, *obs_shape)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+    grads = torch.autograd.grad(out.square().sum(), list(decoder.parameters()))
+    expected_grads = torch.autograd.grad(expected.square().sum(), list(decoder.parameters()))
+    for g, e in zip(grads, expected_grads):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+
+
+def test_upsample_conv_is_conv_of_the_upsampled_image():
+    torch.manual_seed(1)
+    conv = nn.Conv2d(5, 7, 3, padding=1).double()
+    x = torch.randn(2, 5, 6, 9, dtype=torch.float64)
+    torch.testing.assert_close(sgqn.upsample_conv(x, conv), conv(x.repeat_interleave(2, 2).repeat_interleave(2, 3)))
 
 
 def test_aux_loss_is_bce_with_logits_against_the_post_update_mask():
@@ -193,6 +242,28 @@ def test_update_order_and_attribution_passes(monkeypatch):
     even = ["update_critic", "guided_backprop", "update_actor_and_alpha", "update_target", "update_aux", "guided_backprop"]
     odd = ["update_critic", "guided_backprop"]  # no post-update attribution on odd steps
     assert per_step == [even, odd, even, odd]
+
+
+def test_compile_and_memory_layout_keep_the_maths():
+    """--compile (guided backprop's hooks included) and --no-channels-last give the default's
+    losses, consistency and aux terms included, over a few updates."""
+    def losses(**flags):
+        torch.manual_seed(0)
+        args = tiny_args(**flags)
+        agent = sgqn.make_agent((9, 32, 32), 2, args, "cpu")
+        gen = torch.Generator().manual_seed(1)
+        out = []
+        for step in range(3):
+            batch = (torch.rand(8, 9, 32, 32, generator=gen) * 255, torch.rand(8, 2, generator=gen) * 2 - 1,
+                     torch.rand(8, 1, generator=gen), torch.rand(8, 9, 32, 32, generator=gen) * 255, torch.ones(8, 1))
+            metrics = sgqn.update(agent, batch, step, args, -2.0, torch.rand(8, 3, 32, 32, generator=gen) * 255)
+            out += [metrics[k].item() for k in ("losses/qf1_loss", "losses/consistency_loss")]
+            out += [metrics["losses/aux_loss"].item()] if step % 2 == 0 else []
+        return out
+
+    default = losses()
+    np.testing.assert_allclose(losses(channels_last=False), default, rtol=1e-4)
+    np.testing.assert_allclose(losses(compile=True), default, rtol=1e-4)
 
 
 def test_aux_step_trains_decoder_and_encoder_but_not_heads():
