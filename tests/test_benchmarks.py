@@ -22,3 +22,14 @@ def test_update_speed_prints_phases_and_a_last_line(algorithm, phases):
     assert all(float(odd) >= 0 and float(even) > 0 for name, (odd, even, *_) in table.items() if name != "actor")
     assert float(table["actor"][0]) == 0.0 and float(table["actor"][1]) > 0  # the actor runs on even steps only
     assert "--channels-last" in out and "freed memory kept" in out  # the scripts' defaults
+
+
+def test_encoder_floor_counts_the_flops_of_the_paper_stack():
+    out = subprocess.run([sys.executable, "benchmarks/encoder_floor.py", "--batch-size", "2", "--repeats", "1"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    # 11 convs x 32 filters at 84x84: 41^2 x 32 x 9 x 9 + sum over 39, 37, ..., 21 of h^2 x 32 x 9 x 32 multiply-adds.
+    macs = 41 ** 2 * 32 * 81 + sum(h * h for h in range(21, 40, 2)) * 32 * 288
+    assert f"{2 * macs * 2 / 1e9:.1f} GFLOP per forward pass" in out
+    floors = [float(x) for x in re.findall(r"floor of our SAC step .*?(\d+) ms", out)]
+    originals = [float(x) for x in re.findall(r"floor of the original's SAC step .*?(\d+) ms", out)]
+    assert len(floors) == len(originals) == 2 and all(o >= f > 0 for f, o in zip(floors, originals))
