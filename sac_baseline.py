@@ -364,9 +364,8 @@ def make_agent(obs_shape, action_dim, args, device):
     if args.channels_last:
         for net in (critic, critic_target):
             net.to(memory_format=torch.channels_last)
-    if args.compile:
-        for part in (critic.conv, critic.projection, critic.q1, critic.q2, critic_target.conv, critic_target.projection,
-                     critic_target.q1, critic_target.q2, actor):
+    if args.compile:  # each part on its own: the updates call the conv stack, projection and heads separately
+        for part in (*critic.children(), *critic_target.children(), actor):
             part.compile()
     log_alpha = torch.tensor(math.log(args.init_temperature), device=device, requires_grad=True)
     return Agent(
@@ -571,9 +570,9 @@ def restore(agent, state, buffer=None):
 def keep_freed_memory():
     """Make glibc keep freed memory for reuse rather than hand it back to the OS. An update
     allocates and frees activations of tens of MB (above glibc's mmap threshold); by default each
-    one is unmapped when freed and the kernel zeroes fresh pages at the next update, which took a
-    third of SGQN's CPU update time (benchmarks/update_speed.py --default-allocator). The process
-    keeps its peak memory instead. Results are unchanged. Returns False where libc is not glibc."""
+    one is unmapped when freed and the kernel zeroes fresh pages at the next update (on 2 CPU
+    cores, SGQN's update 2.9 s -> 2.3 s; benchmarks/update_speed.py --default-allocator). The
+    process keeps its peak memory instead. Results are unchanged. Returns False where libc is not glibc."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         m_trim_threshold, m_mmap_max = -1, -4  # mallopt parameters from glibc's malloc.h

@@ -18,8 +18,9 @@ glue). "attribution" (guided_backprop + saliency_mask) runs INSIDE critic and au
 already counted there; it is shown on its own line for information only.
 
 The script's keep_freed_memory() is called first, as its main() does (--default-allocator skips
-it, to measure what it saves). Speed flags (--no-channels-last, --bf16, --compile) are passed to the script's Args; a script
-without those fields makes the benchmark say so and exit with status 2. Medians are reported (the
+it, to measure what it saves). Speed flags (--no-channels-last, --bf16, --compile) are passed to
+the script's Args; a script without those fields makes the benchmark say so and exit with status
+2. Medians are reported (the
 machine is shared); the last line is `<algorithm> update ms/step: X`, X = mean of the median
 odd-step and median even-step totals.
 """
@@ -98,7 +99,7 @@ def main():
     module = importlib.import_module("sac_baseline" if opts.algorithm == "sac" else "sgqn")
     fields = {f.name for f in dataclasses.fields(module.Args)}
     speed = {"channels_last": not opts.no_channels_last, "bf16": opts.bf16, "compile": opts.compile}
-    for name, wanted in speed.items():
+    for name in speed:
         if name not in fields:
             print(f"flag --{name.replace('_', '-')} not supported by {module.__name__}.py yet (no Args.{name})")
             sys.exit(2)
