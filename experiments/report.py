@@ -1,0 +1,533 @@
+"""Report of a sweep: the paper's table, aggregate scores with confidence intervals, and plots.
+
+Reads every run folder under RUNS_DIR (searched recursively: a folder with `args.json` and
+`evaluations.csv`, as `sgqn.py` and `sac_baseline.py` write them; TensorBoard files are not read),
+groups the runs by method (`exp_name`) and task (`env_id`), and writes into `--out`:
+
+  table.md             the paper's layout: one row per task, one column per method and mode; a cell
+                       is mean ± std over seeds of each seed's mean evaluation return, with the
+                       number of seeds, at the last step that every run of the cell evaluated (or
+                       `--step`); an average row. Then per method and task: every mode, the
+                       generalization gap (train - video_hard) and the wall time per run; one line
+                       per run; and what was left out.
+  aggregates.md        per mode, across tasks and seeds: IQM and mean of return / 1000 with 95%
+                       stratified-bootstrap confidence intervals, and the probability of improvement
+                       of each method over each other (Agarwal et al. 2021, with rliable).
+  curves_{env_id}.png  learning curves: one panel per mode, one line per method (mean over seeds,
+                       shaded 95% confidence band), x in frames.
+  aggregate_iqm.png    IQM of return / 1000 per mode and method with its 95% CI.
+
+    python experiments/report.py runs/ --out report/
+    python experiments/report.py runs/ --out report/ --step 12500 --reps 5000
+
+Partial sweeps (runs still going, unequal seeds, missing modes, runs without evaluations yet,
+malformed files) are reported as far as they go, with one line for each thing left out and why.
+"""
+import dataclasses
+import itertools
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy.stats  # noqa: E402
+import tyro  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+from rliable import library as rly  # noqa: E402
+from rliable import metrics  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import envs  # noqa: E402
+
+CSV_HEADER = ["step", "frames", "mode", "episode", "return"]
+
+
+@dataclasses.dataclass
+class Args:
+    runs_dir: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUNS_DIR")]
+    """folder holding the run folders (searched recursively for `args.json`)"""
+    out: str = "report"
+    """folder to write table.md, aggregates.md and the PNG plots into (created if missing)"""
+    step: int | None = None
+    """agent step to report at; default: for each task, method and mode, the last step all its runs evaluated"""
+    reps: int = 2000
+    """bootstrap resamples for each confidence interval"""
+    seed: int = 0
+    """seed of the bootstrap resampling (same seed, same intervals)"""
+
+
+@dataclasses.dataclass
+class Run:
+    """One training run as its files describe it."""
+
+    name: str  # folder, relative to RUNS_DIR
+    method: str  # args.json's exp_name
+    env_id: str
+    seed: int
+    total_timesteps: int | None
+    returns: dict  # {mode: {step: array of the episode returns of that evaluation}}
+    frames: dict  # {step: frames}
+    summary: dict | None  # summary.json; None while the run goes on, or after a hard kill
+
+    def last_step(self) -> int:
+        return max(max(steps) for steps in self.returns.values())
+
+
+@dataclasses.dataclass
+class Cell:
+    """One method on one task and mode, at one step: each seed's mean return over its episodes."""
+
+    step: int
+    frames: int
+    runs: list
+    means: np.ndarray  # one per run, in the order of `runs`
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading runs
+# ---------------------------------------------------------------------------------------------
+def read_run(folder: Path, name: str) -> tuple[Run | None, list[str]]:
+    """The run in `folder`, or None; and one line for each thing of it that was left out."""
+    try:
+        args = json.loads((folder / "args.json").read_text())
+        method, env_id, seed = str(args["exp_name"]), str(args["env_id"]), int(args["seed"])
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        problem = f"no field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+        return None, [f"skipped {name}: args.json unreadable ({problem})"]
+    if not (folder / "evaluations.csv").exists():
+        return None, [f"skipped {name}: no evaluations.csv yet"]
+    # Plain comma splitting (the format has no quoting): a line cut short by a hard kill, or bytes
+    # that are not text, make that one line malformed rather than the whole file unreadable.
+    lines = (folder / "evaluations.csv").read_text(errors="replace").splitlines()
+    if not lines or lines[0].split(",") != CSV_HEADER:
+        found = f"'{lines[0][:60]}'" if lines else "nothing (an empty file)"
+        return None, [f"skipped {name}: evaluations.csv starts with {found}, expected '{','.join(CSV_HEADER)}'"]
+    episodes, frames, bad_lines = {}, {}, []
+    for line, row in enumerate((text.split(",") for text in lines[1:]), start=2):
+        try:
+            step, frame, mode, episode, ret = int(row[0]), int(row[1]), row[2], int(row[3]), float(row[4])
+            if len(row) != 5 or not mode or not math.isfinite(ret):
+                raise ValueError
+        except (ValueError, IndexError):
+            bad_lines.append(line)
+            continue
+        episodes[mode, step, episode] = ret  # an evaluation repeated after a resume replaces the first
+        frames[step] = frame
+    notes = []
+    if bad_lines:
+        shown = ", ".join(map(str, bad_lines[:5])) + (", ..." if len(bad_lines) > 5 else "")
+        notes.append(f"ignored {len(bad_lines)} malformed line(s) of {name}/evaluations.csv (line {shown})")
+    if not episodes:
+        return None, notes + [f"skipped {name}: no evaluations yet"]
+    returns = {}
+    for (mode, step, _), ret in sorted(episodes.items()):
+        returns.setdefault(mode, {}).setdefault(step, []).append(ret)
+    returns = {mode: {step: np.array(r) for step, r in by_step.items()} for mode, by_step in returns.items()}
+    summary = None
+    if (folder / "summary.json").exists():
+        try:
+            summary = json.loads((folder / "summary.json").read_text())
+            if not isinstance(summary, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:
+            summary = {"status": "summary.json unreadable"}
+            notes.append(f"ignored {name}/summary.json ({type(e).__name__}: {e}): its status and wall time are n/a")
+    total = args.get("total_timesteps")
+    return Run(name, method, env_id, seed, total if isinstance(total, int) else None, returns, frames, summary), notes
+
+
+def load_runs(runs_dir: Path) -> tuple[list[Run], list[str]]:
+    """Every run under `runs_dir`, one per method, task and seed; and what was left out, one line each."""
+    runs, messages = [], []
+    for args_path in sorted(runs_dir.rglob("args.json")):
+        run, notes = read_run(args_path.parent, str(args_path.parent.relative_to(runs_dir)))
+        messages += notes
+        if run is not None:
+            runs.append(run)
+    # A sweep relaunched under new folder names leaves two folders for one seed: keep the furthest.
+    kept = {}
+    for run in sorted(runs, key=lambda r: (r.last_step(), r.name), reverse=True):
+        key = (run.method, run.env_id, run.seed)
+        if key in kept:
+            messages.append(f"skipped {run.name}: same method, task and seed as {kept[key].name}, "
+                            "which is kept (evaluated as far or further)")
+        else:
+            kept[key] = run
+    return sorted(kept.values(), key=lambda r: (r.env_id, r.method, r.seed, r.name)), messages
+
+
+def ordered_modes(runs: list[Run]) -> list[str]:
+    """Modes found, in envs.MODES order, then any other mode alphabetically."""
+    found = {mode for run in runs for mode in run.returns}
+    return [m for m in envs.MODES if m in found] + sorted(found - set(envs.MODES))
+
+
+# ---------------------------------------------------------------------------------------------
+# The reported step and the cells of the table
+# ---------------------------------------------------------------------------------------------
+def make_cells(runs: list[Run], step: int | None = None) -> tuple[dict, list[str]]:
+    """{(env_id, method, mode): Cell} and one line for each run or cell left out, or reported early.
+
+    A cell reports `step` if given (runs without an evaluation there are left out of it), else the
+    last step that every run of its method, task and mode evaluated."""
+    cells, messages = {}, []
+    groups = itertools.groupby(runs, key=lambda r: (r.env_id, r.method))
+    for (env_id, method), group in groups:
+        group = list(group)
+        missing = {}  # run name -> modes it lacks (at `step`)
+        for mode in ordered_modes(group):
+            have = [r for r in group if mode in r.returns]
+            for r in group:
+                if mode not in r.returns:
+                    missing.setdefault(r.name, []).append(mode)
+            if step is not None:
+                used = [r for r in have if step in r.returns[mode]]
+                for r in have:
+                    if step not in r.returns[mode]:
+                        missing.setdefault(r.name, []).append(mode)
+                chosen = step
+            else:
+                common = set.intersection(*(set(r.returns[mode]) for r in have))
+                if not common:
+                    messages.append(f"skipped {env_id} / {method} / {mode}: its {len(have)} runs share no "
+                                    "evaluated step (pass --step to choose one)")
+                    continue
+                used, chosen = have, max(common)
+            if used:
+                means = np.array([r.returns[mode][chosen].mean() for r in used])
+                cells[env_id, method, mode] = Cell(chosen, used[0].frames[chosen], used, means)
+        where = f"at step {step}" if step is not None else "at all"
+        for name, modes in missing.items():
+            messages.append(f"left out {name} from {', '.join(modes)}: not evaluated there {where}")
+        if step is None:
+            reported = min((c.step for (e, m, _), c in cells.items() if (e, m) == (env_id, method)), default=None)
+            ahead = [r for r in group if reported is not None and r.last_step() > reported]
+            if ahead:
+                messages.append(f"note: {env_id} / {method} is reported at step {reported}, the last one all its "
+                                f"{len(group)} runs evaluated; {len(ahead)} went further (up to step "
+                                f"{max(r.last_step() for r in ahead)}); pass --step to choose")
+    return cells, messages
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables (markdown, aligned so that they also read on the console)
+# ---------------------------------------------------------------------------------------------
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(len(header))]
+    lines = [header, ["-" * w for w in widths]] + rows
+    return "\n".join("| " + " | ".join(str(c).ljust(w) for c, w in zip(line, widths)) + " |" for line in lines)
+
+
+def mean_std(values: np.ndarray) -> str:
+    """'mean ± std (n)': the sample std over seeds (ddof=1); one seed has none."""
+    if len(values) == 1:
+        return f"{values[0]:.0f} (1)"
+    return f"{values.mean():.0f} ± {values.std(ddof=1):.0f} ({len(values)})"
+
+
+def duration(seconds) -> str:
+    return "n/a" if seconds is None else f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def wall_time(run: Run):
+    t = (run.summary or {}).get("wall_time_s")
+    return float(t) if isinstance(t, (int, float)) else None
+
+
+def frames_text(frames: int) -> str:
+    return f"{frames / 1e6:g}M" if frames >= 1_000_000 else f"{frames / 1e3:g}k" if frames >= 1000 else str(frames)
+
+
+def results_tables(runs: list[Run], cells: dict, messages: list[str]) -> str:
+    """table.md: the paper's table, the per-method view with gap and wall time, the runs, what was left out."""
+    tasks = sorted({e for e, _, _ in cells})
+    methods = sorted({m for _, m, _ in cells})
+    modes = [mode for mode in ordered_modes(runs) if any(k[2] == mode for k in cells)]
+    columns = [(mode, m) for mode in modes for m in methods if any(k[1:] == (m, mode) for k in cells)]
+
+    rows = [[task] + [mean_std(cells[task, m, mode].means) if (task, m, mode) in cells else "n/a"
+                      for mode, m in columns] for task in tasks]
+    average = ["**average**"]
+    for mode, m in columns:
+        task_means = [cells[t, m, mode].means.mean() for t in tasks if (t, m, mode) in cells]
+        average.append(f"{np.mean(task_means):.0f} ({len(task_means)} task{'s' * (len(task_means) > 1)})")
+    text = ["# Results", "",
+            "Evaluation return per task: mean ± std over seeds of each seed's mean return over its evaluation",
+            "episodes (number of seeds in brackets; std is the sample std, ddof=1). The average row is the",
+            "mean over tasks of each cell's mean.", "",
+            markdown_table(["task"] + [f"{m} {mode}" for mode, m in columns], rows + [average]), ""]
+
+    def reported_at(task, m):
+        steps = {mode: cells[task, m, mode] for mode in modes if (task, m, mode) in cells}
+        if len({c.step for c in steps.values()}) == 1:
+            c = next(iter(steps.values()))
+            return f"{c.step} ({frames_text(c.frames)} frames)"
+        return ", ".join(f"{mode} {c.step}" for mode, c in steps.items())
+
+    text += ["Reported at agent step (frames):", "",
+             markdown_table(["task"] + methods, [[t] + [reported_at(t, m) if any((t, m) == k[:2] for k in cells)
+                                                        else "n/a" for m in methods] for t in tasks]), ""]
+
+    # Per method: every mode, the gap train - video_hard per seed, wall time per run.
+    rows = []
+    for m in methods:
+        for task in tasks:
+            if not any((task, m) == k[:2] for k in cells):
+                continue
+            group = [r for r in runs if (r.env_id, r.method) == (task, m)]
+            row = [m, task, str(len(group))]
+            row += [mean_std(cells[task, m, mode].means) if (task, m, mode) in cells else "n/a" for mode in modes]
+            train, hard = cells.get((task, m, "train")), cells.get((task, m, "video_hard"))
+            gap = "n/a"
+            if train and hard:
+                hard_means = dict(zip((r.name for r in hard.runs), hard.means))
+                gaps = np.array([t - hard_means[r.name] for r, t in zip(train.runs, train.means) if r.name in hard_means])
+                gap = mean_std(gaps) if len(gaps) else "n/a"
+            times = [t for t in map(wall_time, group) if t is not None]
+            wall = "n/a" if not times else duration(np.mean(times)) + (
+                f" ({len(times)} of {len(group)} runs)" if len(times) < len(group) else "")
+            rows.append(row + [gap, wall])
+    text += ["## Per method", "",
+             "Each mode's return as above, the generalization gap (train - video_hard, per seed, then mean ± std",
+             "over seeds) and the mean wall time per run (from summary.json; n/a for runs without one).", "",
+             markdown_table(["method", "task", "runs"] + modes + ["gap (train - video_hard)", "wall time per run"], rows),
+             ""]
+
+    rows = []
+    for r in runs:
+        status = (r.summary or {}).get("status", "no summary.json (running, or killed)")
+        total = (r.summary or {}).get("total_timesteps", r.total_timesteps)
+        rows.append([r.name, r.method, r.env_id, str(r.seed), str(status), f"{r.last_step()} / {total}",
+                     duration(wall_time(r))])
+    text += ["## Runs", "", markdown_table(["run", "method", "task", "seed", "status", "last evaluated step / total",
+                                            "wall time"], rows), ""]
+    text += ["## Left out and notes", ""] + ([f"- {line}" for line in messages] or ["- nothing"]) + [""]
+    return "\n".join(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Aggregates with stratified-bootstrap confidence intervals (rliable)
+# ---------------------------------------------------------------------------------------------
+def iqm_and_mean(*task_scores: np.ndarray) -> np.ndarray:
+    """IQM over all runs of all tasks, and the mean of the per-task means; one (runs, 1) array per task.
+
+    Tasks come as separate arrays so that tasks may have different numbers of seeds; rliable then
+    resamples the runs of each task independently, which is the stratified bootstrap."""
+    return np.array([metrics.aggregate_iqm(np.concatenate(task_scores)),
+                     np.mean([metrics.aggregate_mean(s) for s in task_scores])])
+
+
+def probability_of_improvement(*task_scores: np.ndarray) -> np.ndarray:
+    """P(X > Y) averaged over tasks; the first half of the arrays are X's tasks, the second Y's.
+
+    Per task this is rliable's `metrics.probability_of_improvement` (the Mann-Whitney U statistic
+    over n_x * n_y: pairs where X wins, ties counting half); computed here with numpy because
+    rliable's call of scipy's `mannwhitneyu` costs ~1 ms a task, 90% of the report's time."""
+    n = len(task_scores) // 2
+    per_task = [np.mean((x > y.T) + 0.5 * (x == y.T)) for x, y in zip(task_scores[:n], task_scores[n:])]
+    return np.array([np.mean(per_task)])
+
+
+def interval(scores: list[np.ndarray], func, reps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Point estimates and 95% CIs (shape (2, k)) of `func` by rliable's stratified bootstrap."""
+    np.random.seed(seed)  # rliable resamples with numpy's global RNG (its random_state does not reach it)
+    point, ci = rly.get_interval_estimates({"x": scores}, func, reps=reps)
+    return point["x"], ci["x"]
+
+
+def aggregate(cells: dict, reps: int, seed: int) -> tuple[dict, dict, list[str]]:
+    """Per mode, over the tasks that every method ran: {mode: {method: (point, ci)}} of (IQM, mean) of
+    return / 1000, {mode: {(x, y): (point, ci)}} of P(x > y), and one line per task left out."""
+    methods = sorted({m for _, m, _ in cells})
+    modes = [mode for mode in envs.MODES if any(k[2] == mode for k in cells)]
+    modes += sorted({k[2] for k in cells} - set(modes))
+    scores, pois, messages = {}, {}, []
+    for mode in modes:
+        tasks_of = {m: {e for e, mm, md in cells if (mm, md) == (m, mode)} for m in methods}
+        ran = [m for m in methods if tasks_of[m]]
+        tasks = sorted(set.intersection(*(tasks_of[m] for m in ran)))
+        for task in sorted(set.union(*(tasks_of[m] for m in ran)) - set(tasks)):
+            lacking = ", ".join(m for m in ran if task not in tasks_of[m])
+            messages.append(f"left out {task} from the {mode} aggregates: no {lacking} runs there")
+        if not tasks:
+            continue
+        per_task = {m: [cells[t, m, mode].means[:, None] / 1000 for t in tasks] for m in ran}
+        scores[mode] = {m: interval(per_task[m], iqm_and_mean, reps, seed) + (len(tasks),) for m in ran}
+        pois[mode] = {(x, y): interval(per_task[x] + per_task[y], probability_of_improvement, reps, seed)
+                      for x, y in itertools.combinations(ran, 2)}
+    return scores, pois, messages
+
+
+def aggregates_text(scores: dict, pois: dict, cells: dict, reps: int, seed: int) -> str:
+    rows = []
+    for mode, by_method in scores.items():
+        for m, (point, ci, n_tasks) in by_method.items():
+            n_runs = sum(len(c.means) for (e, mm, md), c in cells.items() if (mm, md) == (m, mode))
+            rows.append([mode, m, str(n_tasks), str(n_runs)] +
+                        [f"{point[i]:.3f} [{ci[0, i]:.3f}, {ci[1, i]:.3f}]" for i in range(2)])
+    text = ["# Aggregates", "",
+            f"Return / 1000 across tasks and seeds, at the steps of table.md, with 95% stratified-bootstrap",
+            f"confidence intervals (rliable, {reps} resamples, seed {seed}). Per mode, only the tasks that every",
+            "method ran count. IQM: mean of the middle 50% of all runs' scores; mean: mean over tasks of the",
+            "per-task mean.", "",
+            markdown_table(["mode", "method", "tasks", "runs", "IQM [95% CI]", "mean [95% CI]"], rows), ""]
+    rows = [[mode, f"P({x} > {y})", f"{point[0]:.2f} [{ci[0, 0]:.2f}, {ci[1, 0]:.2f}]"]
+            for mode, by_pair in pois.items() for (x, y), (point, ci) in by_pair.items()]
+    if rows:
+        text += ["## Probability of improvement", "",
+                 "P(X > Y): probability that a run of X scores higher than a run of Y on the same task (ties",
+                 "count half), averaged over tasks (Agarwal et al. 2021). P(Y > X) = 1 - P(X > Y).", "",
+                 markdown_table(["mode", "pair", "estimate [95% CI]"], rows), ""]
+    return "\n".join(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+# ---------------------------------------------------------------------------------------------
+def learning_curve(runs: list[Run], mode: str) -> tuple[np.ndarray, ...]:
+    """Frames, mean over seeds and its 95% Student-t band at every step some run evaluated `mode`
+    (a step with one seed has no band)."""
+    steps = sorted(set().union(*(r.returns.get(mode, {}) for r in runs)))
+    frames, mean, low, high = [], [], [], []
+    for step in steps:
+        seeds = np.array([r.returns[mode][step].mean() for r in runs if step in r.returns.get(mode, {})])
+        half = (scipy.stats.t.ppf(0.975, len(seeds) - 1) * seeds.std(ddof=1) / math.sqrt(len(seeds))
+                if len(seeds) > 1 else 0.0)
+        frames.append(next(r.frames[step] for r in runs if step in r.frames))
+        mean.append(seeds.mean())
+        low.append(seeds.mean() - half)
+        high.append(seeds.mean() + half)
+    return np.array(frames), np.array(mean), np.array(low), np.array(high)
+
+
+def panel_grid(n: int, max_cols: int, width: float, height: float, **kwargs):
+    cols = min(n, max_cols)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(width * cols, 8), height * rows + 0.4), squeeze=False, **kwargs)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, axes.flat[:n]
+
+
+def plot_curves(runs: list[Run], colors: dict, out: Path) -> list[Path]:
+    """One PNG per task: a panel per mode, a line per method with its 95% band over seeds."""
+    paths = []
+    for env_id in sorted({r.env_id for r in runs}):
+        task_runs = [r for r in runs if r.env_id == env_id]
+        modes = ordered_modes(task_runs)
+        methods = sorted({r.method for r in task_runs})
+        labels = {}
+        for m in methods:  # "drq (5 seeds)", or "drq (3-5 seeds)" where modes were evaluated by fewer runs
+            seeds = sorted({sum(md in r.returns for r in task_runs if r.method == m) for md in modes} - {0})
+            labels[m] = f"{m} ({seeds[0]}-{seeds[-1]} seeds)" if len(seeds) > 1 else \
+                f"{m} ({seeds[0]} seed{'s' * (seeds[0] > 1)})"
+        fig, axes = panel_grid(len(modes), 3, 4.6, 3.4)
+        for ax, mode in zip(axes, modes):
+            for m in methods:
+                group = [r for r in task_runs if r.method == m]
+                if not any(mode in r.returns for r in group):
+                    continue
+                frames, mean, low, high = learning_curve(group, mode)
+                ax.plot(frames, mean, color=colors[m], marker="o", markersize=3, label=labels[m])
+                ax.fill_between(frames, low, high, color=colors[m], alpha=0.2, linewidth=0)
+                if len(frames) == 1:  # a band needs two steps: show the interval as a bar
+                    ax.errorbar(frames, mean, yerr=[mean - low, high - mean], color=colors[m], capsize=4)
+            ax.set_title(mode)
+            ax.set_xlabel("frames")
+            ax.set_ylabel("evaluation return")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: frames_text(x) if x > 0 else "0"))
+            ax.grid(alpha=0.3)
+        handles = {label: h for ax in axes for h, label in zip(*ax.get_legend_handles_labels())}
+        fig.suptitle(f"{env_id}: evaluation return, mean over seeds with 95% confidence band")
+        if len(fig.axes) > len(modes):  # an empty panel: the legend goes there
+            fig.axes[-1].legend(handles.values(), handles.keys(), loc="center", frameon=False, fontsize="large")
+            fig.tight_layout()
+        else:
+            fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), frameon=False)
+            fig.tight_layout(rect=(0, 0.4 / fig.get_figheight(), 1, 1))
+        paths.append(out / f"curves_{env_id}.png")
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    return paths
+
+
+def plot_aggregates(scores: dict, colors: dict, out: Path) -> Path:
+    """IQM of return / 1000 per mode (one panel each) and method, with 95% CI bars."""
+    methods = sorted({m for by_method in scores.values() for m in by_method})
+    # One x range for all modes, so that the drop from train to the distracting modes reads at a glance.
+    fig, axes = panel_grid(len(scores), 5, 3.2, 0.5 * len(methods) + 1.5, sharex=True, sharey=True)
+    for ax, (mode, by_method) in zip(axes, scores.items()):
+        for i, m in enumerate(methods):
+            if m in by_method:
+                point, ci, _ = by_method[m]
+                ax.errorbar(point[0], i, xerr=[[point[0] - ci[0, 0]], [ci[1, 0] - point[0]]], fmt="o",
+                            color=colors[m], capsize=4, markersize=6, linewidth=2)
+        ax.set_yticks(range(len(methods)), methods)
+        ax.set_ylim(len(methods) - 0.4, -0.6)  # first method on top
+        ax.set_title(mode)
+        ax.set_xlabel("IQM of return / 1000")
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Aggregate IQM across tasks and seeds, 95% stratified-bootstrap CI")
+    fig.tight_layout()
+    path = out / "aggregate_iqm.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+def main(args: Args) -> None:
+    runs_dir, out = Path(args.runs_dir), Path(args.out)
+    if not runs_dir.is_dir():
+        raise envs.ConfigError(f"RUNS_DIR {args.runs_dir} is not a folder")
+    if args.reps < 1:
+        raise envs.ConfigError(f"--reps {args.reps}: give at least 1 bootstrap resample")
+    if args.step is not None and args.step < 0:
+        raise envs.ConfigError(f"--step {args.step}: give an agent step >= 0")
+    if out.exists() and not out.is_dir():
+        raise envs.ConfigError(f"--out {args.out} is a file, not a folder")
+    runs, messages = load_runs(runs_dir)
+    if not runs and not messages:
+        raise envs.ConfigError(f"no runs under {args.runs_dir} (no args.json found): point RUNS_DIR at the "
+                               "folder that holds the run folders")
+    cells, cell_messages = make_cells(runs, args.step)
+    messages += cell_messages
+    for line in messages:
+        print(line)
+    if not cells:
+        at = f" at step {args.step}" if args.step is not None else ""
+        raise envs.ConfigError(f"nothing to report under {args.runs_dir}{at}: every run was left out (see above)")
+
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    scores, pois, aggregate_messages = aggregate(cells, args.reps, args.seed)
+    for line in aggregate_messages:
+        print(line)
+    table = results_tables(runs, cells, messages + aggregate_messages)
+    aggregates = aggregates_text(scores, pois, cells, args.reps, args.seed)
+    (out / "table.md").write_text(table)
+    (out / "aggregates.md").write_text(aggregates)
+    print("\n" + table + "\n" + aggregates)
+
+    methods = sorted({r.method for r in runs})
+    colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    plots = plot_curves(runs, colors, out) + ([plot_aggregates(scores, colors, out)] if scores else [])
+    print(f"wrote {out / 'table.md'}, {out / 'aggregates.md'} and {len(plots)} plots "
+          f"({', '.join(p.name for p in plots)}) in {time.time() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    try:
+        main(tyro.cli(Args, description=__doc__))
+    except envs.ConfigError as e:
+        sys.exit(f"error: {e}")

@@ -1,0 +1,289 @@
+"""experiments/report.py on synthetic runs folders written here, with returns drawn from known
+distributions: the table's numbers against the written data, the reported step, the intervals
+against the true values, what is left out and why, the plots, and the CLI in a subprocess."""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.stats
+from common import ROOT
+from PIL import Image
+
+sys.path.insert(0, os.path.join(ROOT, "experiments"))
+import report  # noqa: E402
+
+MODES = ("train", "color_easy", "color_hard", "video_easy", "video_hard")
+ACTION_REPEAT = {"cartpole-swingup": 8, "walker-walk": 4}
+
+
+def write_run(root, name, method, env_id, seed, rows, summary=None, algorithm="sac_baseline"):
+    """A run folder as the scripts write it; rows are (step, mode, episode, return)."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    args = {"exp_name": method, "env_id": env_id, "seed": seed, "algorithm": algorithm, "total_timesteps": 3000,
+            "action_repeat": None, "eval_episodes": 4, "augmentation": "shift"}
+    (folder / "args.json").write_text(json.dumps(args))
+    with open(folder / "evaluations.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["step", "frames", "mode", "episode", "return"])
+        for step, mode, episode, ret in rows:
+            writer.writerow([step, step * ACTION_REPEAT.get(env_id, 4), mode, episode, ret])
+    if summary is not None:
+        (folder / "summary.json").write_text(json.dumps(summary))
+    return folder
+
+
+def level(method, env_id, mode):
+    """True mean return at the last step: sgqn above drq, harder modes lower."""
+    base = {"cartpole-swingup": 600, "walker-walk": 400}[env_id] + {"drq": 0, "sgqn": 150}[method]
+    return base * (1 - 0.1 * MODES.index(mode) * (1 if method == "drq" else 0.5))
+
+
+def eval_rows(rng, method, env_id, steps, modes=MODES, episodes=4):
+    seed_offset = rng.normal(0, 40)
+    return [(step, mode, ep, round(float(step / 3000 * (level(method, env_id, mode) + seed_offset)
+                                         + rng.normal(0, 25)), 3))
+            for step in steps for mode in modes for ep in range(episodes)]
+
+
+def finished(wall_time_s):
+    return {"status": "finished", "step": 3000, "total_timesteps": 3000, "wall_time_s": wall_time_s,
+            "last_evaluation": {}, "checkpoint": "checkpoint.pt", "algorithm": "sac_baseline"}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """drq: 3 seeds on cartpole, 2 on walker; sgqn: 3 and 3, walker's seed 3 still going (step 2000).
+    Plus one of each thing a partial sweep holds: runs without evaluations, malformed files, a duplicate,
+    a run evaluated on train only, a half-written last line."""
+    root = tmp_path_factory.mktemp("runs")
+    rng = np.random.default_rng(0)
+    steps = [0, 1000, 2000, 3000]
+    for method, env_id, seeds in [("drq", "cartpole-swingup", 3), ("drq", "walker-walk", 2),
+                                  ("sgqn", "cartpole-swingup", 3), ("sgqn", "walker-walk", 3)]:
+        for seed in range(1, seeds + 1):
+            going = (method, env_id, seed) == ("sgqn", "walker-walk", 3)
+            write_run(root / "sweep", f"{env_id}__{method}__{seed}", method, env_id, seed,
+                      eval_rows(rng, method, env_id, steps[:3] if going else steps),
+                      None if going else finished(3600.0 * seed), algorithm="sgqn" if method == "sgqn" else "sac_baseline")
+    # Half-written last line (killed during a write): the line is ignored, the run is kept.
+    with open(root / "sweep" / "cartpole-swingup__drq__1" / "evaluations.csv", "ab") as f:
+        f.write(b"4000,32000,tra\x00\x00\x00")
+    # A second folder for drq cartpole seed 2 from an earlier launch, evaluated less far: dropped.
+    write_run(root / "old", "cartpole-swingup__drq__2__1700000000", "drq", "cartpole-swingup", 2,
+              eval_rows(rng, "drq", "cartpole-swingup", steps[:2]))
+    # A run evaluated on train only: left out of the other modes' columns.
+    write_run(root / "sweep", "walker-walk__drq__3", "drq", "walker-walk", 3,
+              eval_rows(rng, "drq", "walker-walk", steps, modes=("train",)), summary=finished(1800.0))
+    # Runs that have nothing to report yet, or whose files are broken.
+    write_run(root / "sweep", "just-started", "drq", "walker-walk", 9, [])
+    (write_run(root / "sweep", "no-csv", "drq", "walker-walk", 8, []) / "evaluations.csv").unlink()
+    (write_run(root / "sweep", "bad-args", "drq", "walker-walk", 7, []) / "args.json").write_text("{not json")
+    bad_header = write_run(root / "sweep", "bad-header", "drq", "walker-walk", 6, [])
+    (bad_header / "evaluations.csv").write_text("step,mode,return\n0,train,1.0\n")
+    (root / "sweep" / "cartpole-swingup__sgqn__1" / "summary.json").write_text("{truncated")
+    return root
+
+
+def cell_means(root, name, mode, step):
+    """Mean return of one run's evaluation at `step`, read straight from its csv."""
+    with open(root / name / "evaluations.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["mode"] == mode and r["step"] == str(step)]
+    return np.mean([float(r["return"]) for r in rows])
+
+
+def test_cells_hold_each_seeds_mean_at_the_last_common_step(sweep):
+    runs, messages = report.load_runs(sweep)
+    cells, cell_messages = report.make_cells(runs)
+    assert sorted({(r.method, r.env_id) for r in runs}) == [("drq", "cartpole-swingup"), ("drq", "walker-walk"),
+                                                            ("sgqn", "cartpole-swingup"), ("sgqn", "walker-walk")]
+    assert len(runs) == 12
+    for (env_id, method, seeds, step) in [("cartpole-swingup", "drq", 3, 3000), ("walker-walk", "drq", 2, 3000),
+                                          ("cartpole-swingup", "sgqn", 3, 3000), ("walker-walk", "sgqn", 3, 2000)]:
+        for mode in MODES:
+            seeds_here = 3 if (env_id, method, mode) == ("walker-walk", "drq", "train") else seeds  # + train-only run
+            cell = cells[env_id, method, mode]
+            assert cell.step == step and cell.frames == step * ACTION_REPEAT[env_id]
+            expected = [cell_means(sweep / "sweep", f"{env_id}__{method}__{s}", mode, step) for s in range(1, seeds_here + 1)]
+            assert [r.seed for r in cell.runs] == list(range(1, seeds_here + 1))
+            np.testing.assert_allclose(cell.means, expected, rtol=1e-12)
+    # sgqn walker is reported at 2000 because seed 3 is still going; the table says so.
+    assert any(m.startswith("note: walker-walk / sgqn is reported at step 2000") and "2 went further (up to step 3000)"
+               in m for m in cell_messages)
+
+
+def test_table_cells_average_row_and_seed_counts(sweep, tmp_path):
+    runs, messages = report.load_runs(sweep)
+    cells, cell_messages = report.make_cells(runs)
+    table = report.results_tables(runs, cells, messages + cell_messages)
+    lines = table.splitlines()
+    header = [c.strip() for c in next(line for line in lines if line.startswith("| task ")).strip("|").split("|")]
+    assert header == ["task"] + [f"{m} {mode}" for mode in MODES for m in ("drq", "sgqn")]
+
+    def row(*first):  # the cells of the first table row that starts with these cells
+        rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines if line.startswith("|")]
+        return next(r for r in rows if r[:len(first)] == list(first))
+
+    for task in ("cartpole-swingup", "walker-walk"):
+        for i, (mode, method) in enumerate([(mode, m) for mode in MODES for m in ("drq", "sgqn")]):
+            means = cells[task, method, mode].means
+            assert row(task)[1 + i] == f"{means.mean():.0f} ± {np.std(means, ddof=1):.0f} ({len(means)})"
+    assert row("cartpole-swingup")[1 + 2 * MODES.index("video_hard")].endswith("(3)")
+    assert row("walker-walk")[1].endswith("(3)") and row("walker-walk")[1 + 2 * MODES.index("video_hard")].endswith("(2)")
+    average = row("**average**")
+    drq_train = np.mean([cells[t, "drq", "train"].means.mean() for t in ("cartpole-swingup", "walker-walk")])
+    assert average[1] == f"{drq_train:.0f} (2 tasks)"
+    # Per method: gap = train - video_hard per seed, then mean ± std; wall time per run from summary.json.
+    per_method = row("sgqn", "cartpole-swingup")
+    train, hard = cells["cartpole-swingup", "sgqn", "train"], cells["cartpole-swingup", "sgqn", "video_hard"]
+    gaps = train.means - hard.means
+    assert per_method[-2] == f"{gaps.mean():.0f} ± {gaps.std(ddof=1):.0f} (3)"
+    assert per_method[-1] == "2.5 h (2 of 3 runs)"  # seeds 2 and 3: 2 h and 3 h; seed 1's summary is broken
+    assert row("sweep/cartpole-swingup__sgqn__1")[4:7] == ["summary.json unreadable", "3000 / 3000", "n/a"]
+    assert row("drq", "walker-walk")[-1] == "1.2 h"  # 1 h, 2 h and the train-only run's 0.5 h
+    assert row("sgqn", "walker-walk")[-1] == "1.5 h (2 of 3 runs)"
+    assert row("sweep/walker-walk__sgqn__3")[4:7] == ["no summary.json (running, or killed)", "2000 / 3000", "n/a"]
+    assert row("sweep/walker-walk__sgqn__2")[4:7] == ["finished", "3000 / 3000", "2.0 h"]
+    assert "2000 (8k frames)" in table and "3000 (24k frames)" in table
+
+
+def test_left_out_runs_and_files_are_named_with_the_reason(sweep):
+    runs, messages = report.load_runs(sweep)
+    messages += report.make_cells(runs)[1]
+    expected = [
+        "skipped sweep/just-started: no evaluations yet",
+        "skipped sweep/no-csv: no evaluations.csv yet",
+        "skipped sweep/bad-args: args.json unreadable (JSONDecodeError: ",
+        "skipped sweep/bad-header: evaluations.csv starts with 'step,mode,return', expected 'step,frames,mode,episode,return'",
+        "skipped old/cartpole-swingup__drq__2__1700000000: same method, task and seed as sweep/cartpole-swingup__drq__2",
+        "ignored 1 malformed line(s) of sweep/cartpole-swingup__drq__1/evaluations.csv (line 82)",
+        "ignored sweep/cartpole-swingup__sgqn__1/summary.json (JSONDecodeError: ",
+        "left out sweep/walker-walk__drq__3 from color_easy, color_hard, video_easy, video_hard: not evaluated there at all",
+    ]
+    for start in expected:
+        assert sum(m.startswith(start) for m in messages) == 1, start
+    assert len(messages) == len(expected) + 1  # and the note on sgqn walker's step
+
+
+def test_step_flag_reports_that_step_and_leaves_out_runs_without_it(sweep):
+    runs, _ = report.load_runs(sweep)
+    cells, messages = report.make_cells(runs, step=3000)
+    assert cells["walker-walk", "sgqn", "train"].step == 3000
+    assert [r.seed for r in cells["walker-walk", "sgqn", "train"].runs] == [1, 2]
+    assert f"left out sweep/walker-walk__sgqn__3 from {', '.join(MODES)}: not evaluated there at step 3000" in messages
+    cells, _ = report.make_cells(runs, step=1000)
+    assert {c.step for c in cells.values()} == {1000} and len(cells["walker-walk", "sgqn", "train"].means) == 3
+
+
+def true_sweep(root, rng, seeds=10, shift=100.0):
+    """3 tasks x 2 methods x `seeds` seeds, train only, one evaluation of 5 episodes; a seed's mean
+    return ~ N(mu_task (+ shift for sgqn), 60^2 + 20^2/5). Per method the pooled scores are symmetric
+    about the mean of the mus, so the true IQM and mean of return/1000 are both that."""
+    mus = {"cartpole-swingup": 300.0, "walker-walk": 500.0, "finger-spin": 700.0}
+    for env_id, mu in mus.items():
+        for method, m in (("drq", mu), ("sgqn", mu + shift)):
+            for seed in range(seeds):
+                offset = rng.normal(0, 60)
+                write_run(root, f"{env_id}__{method}__{seed}", method, env_id, seed,
+                          [(1000, "train", ep, m + offset + rng.normal(0, 20)) for ep in range(5)])
+    sd = math.sqrt(60 ** 2 + 20 ** 2 / 5)
+    return 0.5, 0.5 + shift / 1000, scipy.stats.norm.cdf(-shift / (sd * math.sqrt(2)))  # P(drq > sgqn)
+
+
+def test_intervals_contain_the_true_values_and_match_the_estimators(tmp_path):
+    true_drq, true_sgqn, true_poi = true_sweep(tmp_path, np.random.default_rng(1))
+    runs, _ = report.load_runs(tmp_path)
+    cells, _ = report.make_cells(runs)
+    scores, pois, messages = report.aggregate(cells, reps=500, seed=0)
+    assert messages == [] and list(scores) == ["train"]
+    for method, truth in (("drq", true_drq), ("sgqn", true_sgqn)):
+        point, ci, n_tasks = scores["train"][method]
+        assert n_tasks == 3
+        per_task = [cells[t, method, "train"].means / 1000 for t in ("cartpole-swingup", "finger-spin", "walker-walk")]
+        np.testing.assert_allclose(point, [scipy.stats.trim_mean(np.concatenate(per_task), 0.25),
+                                           np.mean([s.mean() for s in per_task])])
+        for i in range(2):  # IQM, mean: the CI holds the point and the truth, and is not vacuous
+            assert ci[0, i] <= point[i] <= ci[1, i]
+            assert ci[0, i] <= truth <= ci[1, i] and ci[1, i] - ci[0, i] < 0.1
+    point, ci = pois["train"]["drq", "sgqn"]
+    x = [cells[t, "drq", "train"].means for t in ("cartpole-swingup", "finger-spin", "walker-walk")]
+    y = [cells[t, "sgqn", "train"].means for t in ("cartpole-swingup", "finger-spin", "walker-walk")]
+    pairs = [np.mean((a[:, None] > b[None, :]) + 0.5 * (a[:, None] == b[None, :])) for a, b in zip(x, y)]
+    assert point[0] == pytest.approx(np.mean(pairs))
+    assert ci[0, 0] <= true_poi <= ci[1, 0] and ci[1, 0] < 0.5
+
+
+def test_probability_of_improvement_is_rliables_statistic():
+    from rliable import metrics
+
+    rng = np.random.default_rng(3)
+    x = [rng.integers(0, 5, size=(n, 1)).astype(float) for n in (3, 5, 4)]  # small integers: many ties
+    y = [rng.integers(0, 5, size=(n, 1)).astype(float) for n in (4, 2, 4)] + [x[0]]  # and identical arrays
+    x.append(x[0])
+    expected = np.mean([metrics.probability_of_improvement(a, b) for a, b in zip(x, y)])
+    assert report.probability_of_improvement(*x, *y)[0] == pytest.approx(expected, abs=1e-12)
+
+
+def test_interval_coverage_is_near_95_percent():
+    """Over 30 independent synthetic sweeps, the 95% CI of the mean holds the true mean about 95% of the time."""
+    rng = np.random.default_rng(2)
+    hits = 0
+    for _ in range(30):
+        per_task = [rng.normal(mu, 0.06, size=(8, 1)) for mu in (0.3, 0.5, 0.7)]
+        _, ci = report.interval(per_task, report.iqm_and_mean, reps=200, seed=0)
+        hits += ci[0, 1] <= 0.5 <= ci[1, 1]
+    assert hits >= 25  # expected ~27-28 (percentile bootstrap with 8 seeds a task runs a bit narrow)
+
+
+def test_cli_writes_table_aggregates_and_readable_plots(sweep, tmp_path):
+    out = tmp_path / "report"
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "report.py"), str(sweep),
+                             "--out", str(out), "--reps", "100"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    table, aggregates = (out / "table.md").read_text(), (out / "aggregates.md").read_text()
+    assert table in result.stdout and aggregates in result.stdout
+    assert "skipped sweep/just-started: no evaluations yet" in result.stdout
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in aggregates.splitlines() if line.startswith("|")]
+    assert [r[:4] for r in rows if r[0] == "video_hard" and len(r) == 6] == [["video_hard", "drq", "2", "5"],
+                                                                             ["video_hard", "sgqn", "2", "6"]]
+    assert ["train", "P(drq > sgqn)"] in [r[:2] for r in rows]
+    for name in ("curves_cartpole-swingup.png", "curves_walker-walk.png", "aggregate_iqm.png"):
+        image = np.asarray(Image.open(out / name).convert("RGB"))
+        assert image.shape[0] >= 250 and image.shape[1] >= 600
+        assert len(np.unique(image.reshape(-1, 3), axis=0)) > 50  # lines, bands, text: not blank
+        for rgb in ((31, 119, 180), (255, 127, 14)):  # each method's colour (C0, C1) is drawn
+            assert (np.abs(image.astype(int) - rgb).sum(axis=2) < 30).sum() > 50, (name, rgb)
+    assert "wrote" in result.stdout.splitlines()[-1]
+
+    # Deterministic: the same seed in another process gives the same intervals.
+    cells, _ = report.make_cells(report.load_runs(sweep)[0])
+    assert report.aggregates_text(*report.aggregate(cells, 100, 0)[:2], cells, 100, 0) == aggregates
+
+
+def test_bad_input_is_one_error_line(tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "report.py"), str(tmp_path / "missing"),
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == f"error: RUNS_DIR {tmp_path}/missing is not a folder\n"
+
+
+@pytest.mark.parametrize("make, flags, message", [
+    (lambda p: p.mkdir(), {}, "no runs under {p} \\(no args.json found\\)"),
+    (lambda p: write_run(p, "r", "drq", "walker-walk", 1, []), {}, "nothing to report under {p}: every run was left out"),
+    (lambda p: write_run(p, "r", "drq", "walker-walk", 1, [(0, "train", 0, 1.0)]), {"step": 5},
+     "nothing to report under {p} at step 5"),
+    (lambda p: p.mkdir(), {"reps": 0}, "--reps 0: give at least 1 bootstrap resample"),
+    (lambda p: p.mkdir(), {"step": -1}, "--step -1: give an agent step >= 0"),
+])
+def test_bad_input_stops_before_writing(tmp_path, make, flags, message):
+    runs_dir = tmp_path / "runs"
+    make(runs_dir)
+    with pytest.raises(report.envs.ConfigError, match=message.format(p=runs_dir)):
+        report.main(report.Args(runs_dir=str(runs_dir), out=str(tmp_path / "out"), **flags))
+    assert not (tmp_path / "out").exists()
