@@ -75,6 +75,9 @@ def sweep(tmp_path_factory):
     # Half-written last line (killed during a write): the line is ignored, the run is kept.
     with open(root / "sweep" / "cartpole-swingup__drq__1" / "evaluations.csv", "ab") as f:
         f.write(b"4000,32000,tra\x00\x00\x00")
+    # An evaluation repeated after a resume from an earlier checkpoint: the later rows count.
+    with open(root / "sweep" / "cartpole-swingup__sgqn__2" / "evaluations.csv", "a") as f:
+        f.writelines(f"3000,24000,{mode},{ep},{900 + ep}\n" for mode in MODES for ep in range(4))
     # A second folder for drq cartpole seed 2 from an earlier launch, evaluated less far: dropped.
     write_run(root / "old", "cartpole-swingup__drq__2__1700000000", "drq", "cartpole-swingup", 2,
               eval_rows(rng, "drq", "cartpole-swingup", steps[:2]))
@@ -92,10 +95,10 @@ def sweep(tmp_path_factory):
 
 
 def cell_means(root, name, mode, step):
-    """Mean return of one run's evaluation at `step`, read straight from its csv."""
+    """Mean return of one run's evaluation at `step`, read straight from its csv (last row of each episode)."""
     with open(root / name / "evaluations.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r["mode"] == mode and r["step"] == str(step)]
-    return np.mean([float(r["return"]) for r in rows])
+        episodes = {r["episode"]: float(r["return"]) for r in csv.DictReader(f) if (r["mode"], r["step"]) == (mode, str(step))}
+    return np.mean(list(episodes.values()))
 
 
 def test_cells_hold_each_seeds_mean_at_the_last_common_step(sweep):
@@ -113,6 +116,7 @@ def test_cells_hold_each_seeds_mean_at_the_last_common_step(sweep):
             expected = [cell_means(sweep / "sweep", f"{env_id}__{method}__{s}", mode, step) for s in range(1, seeds_here + 1)]
             assert [r.seed for r in cell.runs] == list(range(1, seeds_here + 1))
             np.testing.assert_allclose(cell.means, expected, rtol=1e-12)
+    assert cells["cartpole-swingup", "sgqn", "video_hard"].means[1] == 901.5  # the repeated evaluation
     # sgqn walker is reported at 2000 because seed 3 is still going; the table says so.
     assert any(m.startswith("note: walker-walk / sgqn is reported at step 2000") and "2 went further (up to step 3000)"
                in m for m in cell_messages)
