@@ -40,7 +40,7 @@ def main():
     parser.add_argument("--env-id", default="cheetah-run")
     parser.add_argument("--steps", type=int, default=200, help="timed steps per repeat")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--modes", nargs="+", default=list(envs.MODES), choices=envs.MODES)
+    parser.add_argument("--modes", nargs="+", default=list(envs.ALL_MODES), choices=envs.ALL_MODES)
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
@@ -51,11 +51,11 @@ def main():
             runs[mode].append(args.steps / seconds)
     base = statistics.median(runs["train"]) if "train" in runs else None
     print(f"{args.env_id}, MUJOCO_GL={os.environ['MUJOCO_GL']}, {args.steps} steps x {args.repeats} repeats")
-    print(f"{'mode':<12}{'steps/s':>10}{'ms/step':>10}{'vs train':>10}")
+    print(f"{'mode':<22}{'steps/s':>10}{'ms/step':>10}{'vs train':>10}")
     for mode, values in runs.items():
         sps = statistics.median(values)
         ratio = f"{sps / base:.2f}x" if base else "-"
-        print(f"{mode:<12}{sps:>10.1f}{1000 / sps:>10.2f}{ratio:>10}")
+        print(f"{mode:<22}{sps:>10.1f}{1000 / sps:>10.2f}{ratio:>10}")
 
     for hard in (False, True):
         p = procedural_params(np.random.default_rng(0), 84, hard=hard)
