@@ -229,13 +229,19 @@ def resized_crops(pool: np.ndarray, slots, boxes, sizes, out: int, flips) -> np.
     top, left, h, w = boxes
     y0, y1, wy = taps(top, h, sizes[:, 0])
     x0, x1, wx = (np.where(flips[:, None], a[:, ::-1], a) for a in taps(left, w, sizes[:, 1]))
-    rows = pool[slots[:, None], y0].astype(np.float32)                   # (n, out, stored, 3)
-    rows += wy[:, :, None, None] * (pool[slots[:, None], y1] - rows)
+    def lerp(low, high, weight):  # in place, float32: low + weight * (high - low)
+        high -= low
+        high *= weight
+        low += high
+        return low
+
+    rows = lerp(pool[slots[:, None], y0].astype(np.float32), pool[slots[:, None], y1].astype(np.float32),
+                wy[:, :, None, None])                                     # (n, out, stored, 3)
     # Columns: one gather of whole RGB float triples (a 12-byte item each) per tap, from the flattened rows.
     pixels = rows.view(np.dtype((np.void, 12))).reshape(-1)
     row_start = (np.arange(n * out) * stored).reshape(n, out, 1)
-    image = np.take(pixels, row_start + x0[:, None, :]).view(np.float32).reshape(n, out, out, 3)
-    image += wx[:, None, :, None] * (np.take(pixels, row_start + x1[:, None, :]).view(np.float32).reshape(image.shape) - image)
+    image = lerp(*(np.take(pixels, row_start + x[:, None, :]).view(np.float32).reshape(n, out, out, 3) for x in (x0, x1)),
+                 wx[:, None, :, None])
     image += 0.5  # round
     return np.ascontiguousarray(image.astype(np.uint8).transpose(0, 3, 1, 2))
 
