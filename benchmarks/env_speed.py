@@ -4,6 +4,7 @@
 
 Each repeat times `--steps` steps of every mode's env, taking turns step by step (resets at
 episode ends are not timed); the median over repeats is reported with its ratio to train.
+Default: every mode (`envs.ALL_MODES`); the overlay images are timed by overlay_speed.py.
 """
 import argparse
 import os
@@ -15,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import envs  # noqa: E402
-from envs.backgrounds import OverlayImages, procedural_frame, procedural_params  # noqa: E402
+from envs.backgrounds import procedural_frame, procedural_params  # noqa: E402
 
 
 def time_steps(made, steps, rng):
@@ -65,13 +66,6 @@ def main():
             procedural_frame(p, i)
         print(f"procedural {'hard' if hard else 'easy'} background frame (84 px): "
               f"{(time.perf_counter() - t) / 500 * 1000:.3f} ms")
-    t = time.perf_counter()
-    images = OverlayImages()
-    print(f"OverlayImages(): {time.perf_counter() - t:.2f} s to build {len(images)} images")
-    t = time.perf_counter()
-    for _ in range(100):
-        images.sample(128)
-    print(f"OverlayImages.sample(128): {(time.perf_counter() - t) / 100 * 1000:.3f} ms")
 
 
 if __name__ == "__main__":

@@ -66,7 +66,8 @@ def main():
     procedural = envs.OverlayImages(None, args.image_size, seed=0)
     first = time_batches(procedural, args.batch_size, -(-len(procedural) // args.batch_size))
     report(f"procedural ({len(procedural)}), first pass", first, args.update_ms)
-    report("procedural, steady state (crops, flips)", time_batches(procedural, args.batch_size, args.batches), args.update_ms)
+    steady = time_batches(procedural, args.batch_size, args.batches)
+    report("procedural, steady state (crops, flips)", steady, args.update_ms)
     print(f"  pool: {procedural.pool.nbytes / 1e6:.0f} MB")
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,7 +83,8 @@ def main():
         report(f"folder ({len(images)} files, pool {pool}), first pass", first, args.update_ms)
         reads = images._reads
         steady = time_batches(images, args.batch_size, args.batches)
-        report(f"folder, steady state ({(images._reads - reads) / args.batches:.0f} reads/batch)", steady, args.update_ms)
+        reads = (images._reads - reads) / args.batches
+        report(f"folder, steady state ({reads:.0f} reads/batch)", steady, args.update_ms)
         print(f"  pool: {images.pool.nbytes / 1e6:.0f} MB")
 
 

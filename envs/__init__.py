@@ -133,7 +133,8 @@ def check_args(env_id: str, mode: str = "train", *, action_repeat: int | None = 
         videos = VideoSource(mode, image_size, video_dir) if mode.startswith("video") else None
         return domain, task, int(action_repeat), videos
     if domain not in distracting.DOMAINS:
-        raise ConfigError(f"{mode} supports the domains {', '.join(distracting.DOMAINS)} (as the original), not {domain!r}")
+        raise ConfigError(f"{mode} supports the domains {', '.join(distracting.DOMAINS)} (as the original), "
+                          f"not {domain!r}")
     if mode != "distracting_cs":
         if intensity is not None:
             raise ConfigError(f"mode {mode!r} has intensity {distracting.LEVELS[mode]}; pass intensity only "

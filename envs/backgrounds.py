@@ -207,8 +207,10 @@ def random_resized_crop_boxes(rng: np.random.Generator, heights, widths, scale=(
     first = fits.argmax(axis=1)
     found = fits[rows, first]
     in_ratio = widths / heights
-    w = np.where(found, w[rows, first], np.where(in_ratio > ratio[1], np.rint(heights * ratio[1]), widths)).astype(np.int64)
-    h = np.where(found, h[rows, first], np.where(in_ratio < ratio[0], np.rint(widths / ratio[0]), heights)).astype(np.int64)
+    fallback_w = np.where(in_ratio > ratio[1], np.rint(heights * ratio[1]), widths)
+    fallback_h = np.where(in_ratio < ratio[0], np.rint(widths / ratio[0]), heights)
+    w = np.where(found, w[rows, first], fallback_w).astype(np.int64)
+    h = np.where(found, h[rows, first], fallback_h).astype(np.int64)
     top = np.where(found, rng.integers(0, heights - h + 1), (heights - h) // 2)
     left = np.where(found, rng.integers(0, widths - w + 1), (widths - w) // 2)
     return top, left, h, w
@@ -240,8 +242,9 @@ def resized_crops(pool: np.ndarray, slots, boxes, sizes, out: int, flips) -> np.
     # Columns: one gather of whole RGB float triples (a 12-byte item each) per tap, from the flattened rows.
     pixels = rows.view(np.dtype((np.void, 12))).reshape(-1)
     row_start = (np.arange(n * out) * stored).reshape(n, out, 1)
-    image = lerp(*(np.take(pixels, row_start + x[:, None, :]).view(np.float32).reshape(n, out, out, 3) for x in (x0, x1)),
-                 wx[:, None, :, None])
+    left_tap, right_tap = (np.take(pixels, row_start + x[:, None, :]).view(np.float32).reshape(n, out, out, 3)
+                           for x in (x0, x1))
+    image = lerp(left_tap, right_tap, wx[:, None, :, None])
     image += 0.5  # round
     return np.ascontiguousarray(image.astype(np.uint8).transpose(0, 3, 1, 2))
 

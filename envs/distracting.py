@@ -88,7 +88,8 @@ class Backgrounds:
             where = f"sequence folder {empty[0]!r} is missing or holds no jpg/png" if empty else "holds no sequences"
             raise ConfigError(f"davis_dir {davis_dir!r}: {where}")
         if count is not None and len(paths) < count:
-            raise ConfigError(f"davis_dir {davis_dir!r} has {len(paths)} train sequences; intensity {intensity} uses {count}")
+            raise ConfigError(f"davis_dir {davis_dir!r} has {len(paths)} train sequences; "
+                              f"intensity {intensity} uses {count}")
         self.paths, self.count = paths, len(paths)
 
     def __len__(self):
@@ -149,7 +150,8 @@ class Distraction:
         self.max_roll_vel, self.roll_std = np.pi / 50 * x, np.pi / 300 * x
         self.color_delta, self.color_std = x, 0.03 * x
 
-        model.mat_rgba[mujoco.mj_name2id(model.ptr, mujoco.mjtObj.mjOBJ_MATERIAL, "grid"), 3] = ground_alpha(domain)
+        grid = mujoco.mj_name2id(model.ptr, mujoco.mjtObj.mjOBJ_MATERIAL, "grid")  # the floor's material
+        model.mat_rgba[grid, 3] = ground_alpha(domain)
         self.default_rgb = model.mat_rgba[:, :3].copy()
         self.rgb_low = np.clip(self.default_rgb - self.color_delta, 0, 1)
         self.rgb_high = np.clip(self.default_rgb + self.color_delta, 0, 1)
@@ -198,7 +200,8 @@ class Distraction:
     # ------------------------------------------------------------------ dynamics
     def _walk_camera(self, rng: np.random.Generator):
         self.vel = self.vel + rng.standard_normal(3) * self.vel_std * self.vel_scale
-        self.roll_vel = np.clip(self.roll_vel + rng.standard_normal() * self.roll_std, -self.max_roll_vel, self.max_roll_vel)
+        self.roll_vel = np.clip(self.roll_vel + rng.standard_normal() * self.roll_std,
+                                -self.max_roll_vel, self.max_roll_vel)
         speed, max_speed = np.linalg.norm(self.vel), self.max_vel * self.vel_scale
         if speed > max_speed:
             self.vel *= max_speed / speed
@@ -212,7 +215,8 @@ class Distraction:
         """n steps of the random walks (camera, colours) and of the video."""
         for _ in range(n):
             self._walk_camera(rng)
-            self.rgb = np.clip(self.rgb + rng.standard_normal(self.rgb.shape) * self.color_std, self.rgb_low, self.rgb_high)
+            kick = rng.standard_normal(self.rgb.shape) * self.color_std
+            self.rgb = np.clip(self.rgb + kick, self.rgb_low, self.rgb_high)
             self.frame_index += self.frame_step
             if self.frame_index <= 0:  # bounce at the ends, as the original
                 self.frame_index, self.frame_step = 0, abs(self.frame_step)

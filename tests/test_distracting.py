@@ -98,7 +98,8 @@ def test_random_walks_stay_in_the_original_ranges():
         before = d.rgb.copy()
         d.advance(rng, 1)
         spheres.append(d.sphere), rolls.append(d.roll), speeds.append(np.linalg.norm(d.vel))
-        inside = (d.rgb > d.rgb_low + 0.05) & (d.rgb < d.rgb_high - 0.05) & (before > d.rgb_low + 0.05) & (before < d.rgb_high - 0.05)
+        inside = np.minimum(d.rgb, before) > d.rgb_low + 0.05
+        inside &= np.maximum(d.rgb, before) < d.rgb_high - 0.05
         steps.append((d.rgb - before)[inside]), frames.append(d.frame_index)
     spheres = np.array(spheres)
     assert np.all(spheres >= d.sphere_low - 1e-9) and np.all(spheres <= d.sphere_high + 1e-9)
@@ -135,7 +136,6 @@ def test_ground_alpha_per_domain():
 # ----------------------------------------------------------------------------- determinism, videos
 def test_same_seed_same_frames():
     a, b, c = (envs.make_env("finger-spin", seed=s, mode="distracting_cs_medium", image_size=32) for s in (4, 4, 5))
-    rng = np.random.default_rng(0)
     runs = {}
     for name, env in (("a", a), ("b", b), ("c", c)):
         rng = np.random.default_rng(0)
@@ -149,10 +149,12 @@ def test_same_seed_same_frames():
 
 def test_video_counts_per_level():
     assert [len(distracting.Backgrounds(distracting.LEVELS[m], 32)) for m in LEVELS] == [4, 8, 60]
-    assert [distracting.num_videos(x) for x in (0.025, 0.05, 0.07, 0.1, 0.15, 0.2, 0.25, 1.0)] == [2, 2, 4, 4, 6, 8, None, None]
+    counts = [distracting.num_videos(x) for x in (0.025, 0.05, 0.07, 0.1, 0.15, 0.2, 0.25, 1.0)]
+    assert counts == [2, 2, 4, 4, 6, 8, None, None]
     clip = distracting.Backgrounds(0.1, 32).clip(2)
     assert clip.shape == (distracting.PROCEDURAL_LENGTH, 32, 32, 3) and clip.dtype == np.uint8
-    assert np.array_equal(clip, distracting.procedural_clip(2, 32)) and not np.array_equal(clip, distracting.procedural_clip(3, 32))
+    assert np.array_equal(clip, distracting.procedural_clip(2, 32))
+    assert not np.array_equal(clip, distracting.procedural_clip(3, 32))
     assert np.abs(clip[1].astype(int) - clip[0]).mean() > 0.5  # a moving video
 
 
@@ -203,11 +205,13 @@ def test_bad_input_is_one_line_before_mujoco_starts(tmp_path, monkeypatch):
     _one_line_error(lambda: envs.make_env("cheetah-run", 0, "distracting_cs"), "intensity", "None")
     _one_line_error(lambda: envs.make_env("cheetah-run", 0, "distracting_cs", intensity=0), "intensity", "(0, 1]")
     _one_line_error(lambda: envs.make_env("cheetah-run", 0, "distracting_cs", intensity=1.5), "1.5")
-    _one_line_error(lambda: envs.make_env("cheetah-run", 0, "distracting_cs_hard", intensity=0.5), "0.3", "distracting_cs")
+    _one_line_error(lambda: envs.make_env("cheetah-run", 0, "distracting_cs_hard", intensity=0.5),
+                    "0.3", "distracting_cs")
     _one_line_error(lambda: envs.make_env("cheetah-run", 0, "video_easy", intensity=0.5), "intensity", "video_easy")
     _one_line_error(lambda: envs.make_env("cheetah-run", 0, "distracting_cs_medium_", ), "distracting_cs_hard")
     missing = str(tmp_path / "missing")
-    _one_line_error(lambda: envs.make_env("cheetah-run", 0, "distracting_cs_easy", davis_dir=missing), missing, "JPEGImages/480p")
+    _one_line_error(lambda: envs.make_env("cheetah-run", 0, "distracting_cs_easy", davis_dir=missing),
+                    missing, "JPEGImages/480p")
     _write_davis(tmp_path / "few", ["bear", "boat", "bus"], train=["bear", "boat", "bus"])
     _one_line_error(lambda: envs.make_env("walker-walk", 0, "distracting_cs_easy", davis_dir=str(tmp_path / "few")),
                     "3 train sequences", "4")

@@ -352,7 +352,8 @@ def test_overlay_images_procedural():
     assert x.std() > 30
     seq = np.random.SeedSequence(7)  # a spawned SeedSequence works as the seed, and is left unchanged
     c = envs.OverlayImages(seed=seq).sample(8)
-    assert np.array_equal(c, envs.OverlayImages(seed=np.random.SeedSequence(7)).sample(8)) and seq.n_children_spawned == 0
+    assert np.array_equal(c, envs.OverlayImages(seed=np.random.SeedSequence(7)).sample(8))
+    assert seq.n_children_spawned == 0
     for _ in range(4):  # read the rest of the bank (500 procedural images), then time the steady state
         a.sample(128)
     t = time.perf_counter()
@@ -379,14 +380,16 @@ def test_crop_boxes_follow_torchvision():
     # Small areas are accepted on every try, large ones often rejected: the area's density falls above ~0.75.
     assert (area < 0.5).mean() > 0.5
     # No try can fit a 10x200 strip (a 0.08 area needs height >= 11): centre crop of height 10 at ratio 4/3.
-    assert [v.tolist() for v in random_resized_crop_boxes(rng, [10, 200], [200, 10])] == [[0, 93], [93, 0], [10, 13], [13, 10]]
+    boxes = random_resized_crop_boxes(rng, [10, 200], [200, 10])
+    assert [v.tolist() for v in boxes] == [[0, 93], [93, 0], [10, 13], [13, 10]]
 
 
 def test_overlay_crops_and_flips_end_to_end(tmp_path):
     """An image that encodes its own coordinates (R = column, G = row) shows which box each draw cropped."""
     side = 200
     ramp = np.round(np.arange(side) * 255 / (side - 1)).astype(np.uint8)
-    coords = np.stack([np.tile(ramp, (side, 1)), np.tile(ramp[:, None], (1, side)), np.full((side, side), 128, np.uint8)], -1)
+    coords = np.stack([np.tile(ramp, (side, 1)), np.tile(ramp[:, None], (1, side)),
+                       np.full((side, side), 128, np.uint8)], -1)
     Image.fromarray(coords).save(tmp_path / "coords.png")
     x = envs.OverlayImages(str(tmp_path), image_size=32, seed=0).sample(600).astype(float) * (side - 1) / 255
     red, green = x[:, 0], x[:, 1]
