@@ -53,7 +53,7 @@ def report(name: str, times: list[float], update_ms: float):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image-dir", default=None, help="a folder of jpg/png images (default: generate one)")
-    parser.add_argument("--files", type=int, default=6000, help="images to generate without --image-dir")
+    parser.add_argument("--files", type=int, default=10000, help="images to generate without --image-dir (more than the pool)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--image-size", type=int, default=84)
     parser.add_argument("--batches", type=int, default=40, help="timed batches of the steady state")

@@ -257,20 +257,20 @@ class OverlayImages:
     backgrounds). Every draw is a random resized crop to S x S (area 8-100% of the image, aspect ratio 3/4-4/3:
     torchvision's defaults, with its centre-crop fallback) and a horizontal flip with probability 1/2, for the
     whole batch at once (`random_resized_crop_boxes`, `resized_crops`).
-    Memory bound: an image is read when first drawn, resized to 2S x 2S (a crop is then at most a 2x reduction,
-    which bilinear sampling renders without aliasing; the original crops Places' 256 px images) and kept in a pool
-    of at most `max_images`: max_images x (2S)^2 x 3 bytes, 347 MB at the defaults (S = 84); the procedural 500
-    take 42 MB. Draws cycle through the pool in a fixed shuffled order, so an image recurs exactly every
-    len(pool) draws (4096: 32 batches of 128), each time with a new crop and flip. A source that fits the pool is
+    Memory bound: an image is read when first drawn, resized to 1.5 S (126 px at S = 84: a crop is at most a 1.5x
+    reduction, and Places' 256 px JPEGs decode at half scale, 4x faster; the original crops the 256 px images) and
+    kept in a pool of at most `max_images`: max_images x (1.5 S)^2 x 3 bytes, 390 MB at the defaults; the
+    procedural 500 take 24 MB. Draws cycle through the pool in a fixed shuffled order, so an image recurs exactly
+    every len(pool) draws (8192: 64 batches of 128), each time with a new crop and flip. A source that fits is
     read once. A larger one streams through it: a pooled image is replaced by the next file of the stream after
     `draws_per_image` draws, so that in the steady state a batch of 128 reads 128 / 8 = 16 files (the first pass
     reads one per draw); cost in benchmarks/overlay_speed.py. `last_drawn`: stream indices of the last batch.
     """
 
-    def __init__(self, image_dir: str | None = None, image_size: int = 84, seed=0, max_images: int = 4096,
+    def __init__(self, image_dir: str | None = None, image_size: int = 84, seed=0, max_images: int = 8192,
                  draws_per_image: int = 8):
         self.rng = np.random.default_rng(seed)  # seed: an int or a numpy SeedSequence
-        self.image_size, self.stored_size = image_size, 2 * image_size
+        self.image_size, self.stored_size = image_size, (3 * image_size + 1) // 2
         if image_dir is None:
             self._procedural_key = seed_key(seed)
             self.files = list(range(PROCEDURAL_OVERLAY_IMAGES))

@@ -43,4 +43,4 @@ def test_overlay_speed_times_each_source_and_phase():
     assert set(rows) == {"procedural (500), first pass", "procedural, steady state (crops, flips)",
                          "folder (40 files, pool 40), first pass", "folder, steady state (0 reads/batch)"}, out
     assert all(ms > 0 for ms in rows.values())
-    assert re.findall(r"pool: (\d+) MB", out) == ["2", "0"]  # 500 and 40 images of 32 x 32 x 3 bytes
+    assert re.findall(r"pool: (\d+) MB", out) == ["1", "0"]  # 500 and 40 images of 24 x 24 x 3 bytes

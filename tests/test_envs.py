@@ -407,7 +407,7 @@ def test_overlay_pool_bounds_memory_and_spaces_repeats(tmp_path):
     for i in range(40):
         Image.fromarray(np.full((12, 20, 3), 6 * i, np.uint8)).save(tmp_path / f"img{i}.png")
     streamed = envs.OverlayImages(str(tmp_path), image_size=8, seed=0, max_images=16, draws_per_image=2)
-    assert len(streamed) == 40 and streamed.pool.shape == (16, 16, 16, 3)   # the bound: 16 x (2 x 8)^2 x 3 bytes
+    assert len(streamed) == 40 and streamed.pool.shape == (16, 12, 12, 3)   # the bound: 16 x (1.5 x 8)^2 x 3 bytes
     drawn = []
     for _ in range(40):
         streamed.sample(8)
