@@ -11,7 +11,7 @@ One agent step = `action_repeat` control steps (default 8 cartpole, 2 finger, 4 
 rewards summed, then one render from camera 0 (2 for quadruped). Episodes end only by the time
 limit (1000 control steps): `truncated=True`.
 
-Modes (`envs.MODES`):
+Modes (`envs.MODES`, the DMC-GB modes evaluated by default; `envs.ALL_MODES` adds the three DCS levels):
   train       standard DMC visuals.
   color_easy  at every reset the agent's materials, the skybox and the floor grid get
   color_hard  default colour + N(0, sigma) per channel, clipped to [0, 1]; sigma 0.1 / 0.2.
@@ -22,11 +22,17 @@ Modes (`envs.MODES`):
   video_hard  the floor planes/heightfields are hidden as well, so only the agent (and other
               non-floor geoms) remain. Hiding them also skips the floor's reflection pass, which
               pays for the extra segmentation render.
-  Video frame = agent step index modulo the clip length; a new video at each reset, cycling in
-  order from a start drawn from the env's seed. Backgrounds: see `envs.backgrounds`.
+  Video frame = agent step index modulo the clip length. Videos are used in numeric order, one per
+  episode, cycling, and the first episode shows video 1 (the second file): DMC-GB's order, for every
+  seed, so that all seeds and methods are evaluated on the same videos. Backgrounds: `envs.backgrounds`.
+  distracting_cs_easy, distracting_cs_medium, distracting_cs_hard: the Distracting Control Suite at
+  intensity 0.1 / 0.2 / 0.3 (moving camera, drifting colours, video in the sky; `envs.distracting`);
+  `make_env(..., mode="distracting_cs", intensity=x)` for any x in (0, 1]. Domains reacher, cartpole,
+  finger, cheetah, ball_in_cup, walker; videos procedural, or DAVIS 2017 from `davis_dir`.
 
-`make_env(seed)` seeds the task's initial states, the colour draws and the video start;
-`reset(seed=s)` reseeds all three. Every bad argument raises `ConfigError` with a one-line message.
+`make_env(seed)` seeds the task's initial states, the colour draws and the distracting_cs draws;
+`reset(seed=s)` reseeds them and restarts the video order. Every bad argument raises `ConfigError`
+with a one-line message.
 """
 from __future__ import annotations
 
@@ -41,6 +47,8 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
 MODES = ("train", "color_easy", "color_hard", "video_easy", "video_hard")
+DISTRACTING_CS_MODES = ("distracting_cs_easy", "distracting_cs_medium", "distracting_cs_hard")
+ALL_MODES = MODES + DISTRACTING_CS_MODES
 
 
 class ConfigError(ValueError):
@@ -48,6 +56,7 @@ class ConfigError(ValueError):
 
 
 from envs.backgrounds import OverlayImages, VideoSource  # noqa: E402,F401  (needs ConfigError)
+from envs import distracting  # noqa: E402
 
 # DMC defaults (dm_control/suite/common/materials.xml and skybox.xml) and DMC-GB's noise levels.
 DEFAULT_COLORS = {"self": (0.7, 0.5, 0.3), "skybox": (0.4, 0.6, 0.8), "grid": (0.1, 0.2, 0.3)}
@@ -105,30 +114,49 @@ def draw_colors(rng: np.random.Generator, sigma: float) -> dict[str, np.ndarray]
 
 
 def check_args(env_id: str, mode: str = "train", *, action_repeat: int | None = None, frame_stack: int = 3,
-               image_size: int = 84, video_dir: str | None = None):
+               image_size: int = 84, video_dir: str | None = None, intensity: float | None = None,
+               davis_dir: str | None = None):
     """The checks `make_env` makes before MuJoCo starts (ConfigError on bad input), for callers
-    that build envs in worker processes. Returns (domain, task, action_repeat, video source)."""
+    that build envs in worker processes. Returns (domain, task, action_repeat, background source):
+    a `VideoSource` (video modes), a `distracting.Backgrounds` (distracting_cs modes) or None."""
     domain, task = _parse_id(env_id)
-    if mode not in MODES:
-        raise ConfigError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
+    if mode not in ALL_MODES + ("distracting_cs",):
+        raise ConfigError(f"unknown mode {mode!r}; valid modes: {', '.join(ALL_MODES)}, "
+                          "distracting_cs (with intensity=x)")
     action_repeat = default_action_repeat(env_id) if action_repeat is None else action_repeat
     for name, value in (("action_repeat", action_repeat), ("frame_stack", frame_stack), ("image_size", image_size)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    videos = VideoSource(mode, image_size, video_dir) if mode.startswith("video") else None
-    return domain, task, int(action_repeat), videos
+    if not mode.startswith("distracting_cs"):
+        if intensity is not None:
+            raise ConfigError(f"intensity is for mode 'distracting_cs' only, not {mode!r}")
+        videos = VideoSource(mode, image_size, video_dir) if mode.startswith("video") else None
+        return domain, task, int(action_repeat), videos
+    if domain not in distracting.DOMAINS:
+        raise ConfigError(f"{mode} supports the domains {', '.join(distracting.DOMAINS)} (as the original), "
+                          f"not {domain!r}")
+    if mode != "distracting_cs":
+        if intensity is not None:
+            raise ConfigError(f"mode {mode!r} has intensity {distracting.LEVELS[mode]}; pass intensity only "
+                              "with mode 'distracting_cs'")
+        intensity = distracting.LEVELS[mode]
+    elif not isinstance(intensity, (int, float, np.number)) or not 0 < intensity <= 1:
+        raise ConfigError(f"mode 'distracting_cs' needs an intensity in (0, 1], got {intensity!r}")
+    return domain, task, int(action_repeat), distracting.Backgrounds(float(intensity), 2 * image_size, davis_dir)
 
 
 def make_env(env_id: str, seed: int, mode: str = "train", *, action_repeat: int | None = None,
              frame_stack: int = 3, image_size: int = 84, video_dir: str | None = None,
-             camera_id: int | None = None) -> gym.Env:
+             intensity: float | None = None, davis_dir: str | None = None, camera_id: int | None = None) -> gym.Env:
     """A pixel DMC env (see the module docstring). Arguments are checked before MuJoCo starts.
 
-    `video_dir` is used by the video modes only (None: procedural videos); `camera_id` None picks
-    camera 0 (2 for quadruped)."""
-    domain, task, action_repeat, videos = check_args(env_id, mode, action_repeat=action_repeat, frame_stack=frame_stack,
-                                                     image_size=image_size, video_dir=video_dir)
-    return DMCEnv(domain, task, seed, mode, action_repeat, int(frame_stack), int(image_size), videos,
+    `video_dir` is used by the video modes only (None: procedural videos), `davis_dir` (a DAVIS 2017
+    folder; None: procedural videos) by the distracting_cs modes only, `intensity` by mode
+    "distracting_cs" only; `camera_id` None picks camera 0 (2 for quadruped)."""
+    domain, task, action_repeat, backgrounds = check_args(
+        env_id, mode, action_repeat=action_repeat, frame_stack=frame_stack, image_size=image_size,
+        video_dir=video_dir, intensity=intensity, davis_dir=davis_dir)
+    return DMCEnv(domain, task, seed, mode, action_repeat, int(frame_stack), int(image_size), backgrounds,
                   (2 if domain == "quadruped" else 0) if camera_id is None else camera_id)
 
 
@@ -137,15 +165,16 @@ class DMCEnv(gym.Env):
 
     Extra attributes: `physics` (the dm_control Physics, e.g. to inspect the state),
     `mode`, `action_repeat`, `camera_id`, `colors` (the colours drawn at the last reset in the
-    colour modes, else None), `video_index` (the background video of the current episode).
+    colour modes, else None), `video_index` (the background video of the current episode),
+    `distraction` (the `distracting.Distraction` state in the distracting_cs modes, else None).
     """
 
     metadata = {"render_modes": ["rgb_array"]}
 
-    def __init__(self, domain, task, seed, mode, action_repeat, frame_stack, image_size, videos, camera_id):
+    def __init__(self, domain, task, seed, mode, action_repeat, frame_stack, image_size, backgrounds, camera_id):
         self.mode, self.action_repeat, self.camera_id = mode, action_repeat, camera_id
         self.render_mode = "rgb_array"
-        self._videos = videos
+        self._videos = backgrounds if isinstance(backgrounds, VideoSource) else None
         self._env = _suite().load(domain, task, task_kwargs={"random": seed})
         import mujoco  # after dm_control, which reports GL setup errors (see _suite)
 
@@ -177,6 +206,9 @@ class DMCEnv(gym.Env):
             self._frame = self._camera.render().copy()  # also the first GL call: fail here, clearly
         except Exception as e:
             raise ConfigError(gl_error_message(e)) from e
+        self.distraction = None
+        if isinstance(backgrounds, distracting.Backgrounds):
+            self.distraction = distracting.Distraction(physics, domain, camera_id, backgrounds)
 
         if mode in COLOR_SIGMA:
             self._mat = {n: mujoco.mj_name2id(model.ptr, mujoco.mjtObj.mjOBJ_MATERIAL, n)
@@ -197,8 +229,7 @@ class DMCEnv(gym.Env):
 
     def _seed(self, seed):
         self._env.task.random.seed(seed)        # initial states
-        self._rng = np.random.default_rng(seed)  # colour draws and video start
-        self._video_start = int(self._rng.integers(len(self._videos))) if self._videos is not None else 0
+        self._rng = np.random.default_rng(seed)  # colour and distracting_cs draws
         self._episode = 0
 
     def _set_colors(self, colors):
@@ -249,12 +280,15 @@ class DMCEnv(gym.Env):
             self._seed(seed)
         if self.mode in COLOR_SIGMA:
             self._set_colors(draw_colors(self._rng, COLOR_SIGMA[self.mode]))
-        if self._videos is not None:
-            self.video_index = (self._video_start + self._episode) % len(self._videos)
+        if self._videos is not None:  # DMC-GB's order: video 1 first (it steps the index before loading)
+            self.video_index = (self._episode + 1) % len(self._videos)
             self._clip = self._videos.clip(self.video_index)
         self._episode += 1
-        self._t = 0
+        self._t = self._control_steps = 0
         self._env.reset()
+        if self.distraction is not None:
+            self.distraction.reset(self.physics, self._rng)
+            self.video_index = self.distraction.video_index
         frame = self._render()
         self._frames.extend([frame] * self._frames.maxlen)
         return self._obs(), {}
@@ -263,12 +297,17 @@ class DMCEnv(gym.Env):
         a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
         a = self._lo + (a + 1.0) * 0.5 * (self._hi - self._lo)
         reward = 0.0
+        before = self._control_steps
         for _ in range(self.action_repeat):
             ts = self._env.step(a)
+            self._control_steps += 1
             reward += ts.reward or 0.0
             if ts.last():
                 break
         self._t += 1
+        if self.distraction is not None:  # DMC-GB advances them on every even control step
+            self.distraction.advance(self._rng, self._control_steps // 2 - before // 2)
+            self.distraction.apply(self.physics)
         self._frames.append(self._render())
         terminated = ts.last() and ts.discount == 0.0  # a task's own termination (rare in the suite)
         truncated = ts.last() and not terminated       # the time limit

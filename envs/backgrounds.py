@@ -112,6 +112,7 @@ class ProceduralClip:
 
 # ----------------------------------------------------------------------------- files
 def _resize(img: Image.Image, size: int) -> np.ndarray:
+    img.draft("RGB", (size, size))  # JPEG: decode at the smallest 1/2^k scale still >= size (several x faster)
     return np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR))
 
 
@@ -179,24 +180,100 @@ class VideoSource:
 
 
 # ----------------------------------------------------------------------------- overlay images
-class OverlayImages:
-    """Images for SGQN's random overlay: `sample(n)` -> uint8 (n, 3, S, S) from a seeded generator.
+PROCEDURAL_OVERLAY_IMAGES = 500  # the default source: this many procedural images, cropped anew at every draw
 
-    Default: a bank of 500 procedural images (frames of random procedural videos, from `seed`,
-    a different family of draws from the eval background sets), built in well under a second.
-    `image_dir`: every jpg/png under it (recursively) is indexed; a seeded random subset of at
-    most `max_images` is loaded and resized once (Places365 has 1.8M images; 2048 at 84 px is
-    43 MB and loads in a few seconds).
+
+def seed_key(seed) -> list[int]:
+    """Integers naming `seed` (an int or a numpy SeedSequence), to derive further fixed streams from it
+    (`default_rng([family, k, *seed_key(seed)])`) without spawning from, and so changing, the caller's sequence."""
+    if isinstance(seed, np.random.SeedSequence):
+        return [int(w) for w in seed.generate_state(4)]
+    return [int(seed)]
+
+
+def random_resized_crop_boxes(rng: np.random.Generator, heights, widths, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                              tries: int = 10):
+    """Crop boxes (top, left, height, width), one per image of size (heights[i], widths[i]), drawn as torchvision's
+    `RandomResizedCrop.get_params` draws them: up to `tries` draws of an area fraction uniform in `scale` and an
+    aspect ratio log-uniform in `ratio`; the first that fits is placed uniformly at random; if none fits, a centre
+    crop of the whole image, narrowed to the nearest allowed aspect ratio."""
+    heights, widths = np.asarray(heights, np.int64), np.asarray(widths, np.int64)
+    n, rows = len(heights), np.arange(len(heights))
+    target_area = (heights * widths)[:, None] * rng.uniform(scale[0], scale[1], (n, tries))
+    aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1]), (n, tries)))
+    w = np.rint(np.sqrt(target_area * aspect)).astype(np.int64)
+    h = np.rint(np.sqrt(target_area / aspect)).astype(np.int64)
+    fits = (w > 0) & (h > 0) & (w <= widths[:, None]) & (h <= heights[:, None])
+    first = fits.argmax(axis=1)
+    found = fits[rows, first]
+    in_ratio = widths / heights
+    fallback_w = np.where(in_ratio > ratio[1], np.rint(heights * ratio[1]), widths)
+    fallback_h = np.where(in_ratio < ratio[0], np.rint(widths / ratio[0]), heights)
+    w = np.where(found, w[rows, first], fallback_w).astype(np.int64)
+    h = np.where(found, h[rows, first], fallback_h).astype(np.int64)
+    top = np.where(found, rng.integers(0, heights - h + 1), (heights - h) // 2)
+    left = np.where(found, rng.integers(0, widths - w + 1), (widths - w) // 2)
+    return top, left, h, w
+
+
+def resized_crops(pool: np.ndarray, slots, boxes, sizes, out: int, flips) -> np.ndarray:
+    """(n, 3, out, out) uint8: bilinear resizes (pixel centres, as align_corners=False) of the crop `boxes` = (top,
+    left, height, width), given in pixels of the original images of `sizes` (n x (height, width)), read from their
+    square copies `pool[slots]`; `flips` mirrors a crop horizontally. Separable: rows, then columns."""
+    n, stored = len(slots), pool.shape[1]
+    centres = (np.arange(out) + 0.5) / out
+
+    def taps(start, length, original):  # sample positions in stored pixels -> (low index, high index, weight)
+        pos = np.clip((start[:, None] + centres * length[:, None]) * (stored / original)[:, None] - 0.5, 0, stored - 1)
+        low = pos.astype(np.int64)
+        return low, np.minimum(low + 1, stored - 1), (pos - low).astype(np.float32)
+
+    top, left, h, w = boxes
+    y0, y1, wy = taps(top, h, sizes[:, 0])
+    x0, x1, wx = (np.where(flips[:, None], a[:, ::-1], a) for a in taps(left, w, sizes[:, 1]))
+    def lerp(low, high, weight):  # in place, float32: low + weight * (high - low)
+        high -= low
+        high *= weight
+        low += high
+        return low
+
+    rows = lerp(pool[slots[:, None], y0].astype(np.float32), pool[slots[:, None], y1].astype(np.float32),
+                wy[:, :, None, None])                                     # (n, out, stored, 3)
+    # Columns: one gather of whole RGB float triples (a 12-byte item each) per tap, from the flattened rows.
+    pixels = rows.view(np.dtype((np.void, 12))).reshape(-1)
+    row_start = (np.arange(n * out) * stored).reshape(n, out, 1)
+    left_tap, right_tap = (np.take(pixels, row_start + x[:, None, :]).view(np.float32).reshape(n, out, out, 3)
+                           for x in (x0, x1))
+    image = lerp(left_tap, right_tap, wx[:, None, :, None])
+    image += 0.5  # round
+    return np.ascontiguousarray(image.astype(np.uint8).transpose(0, 3, 1, 2))
+
+
+class OverlayImages:
+    """Images for SGQN's random overlay, drawn as the original draws Places365: `sample(n)` -> uint8 (n, 3, S, S).
+
+    Source: every jpg/png under `image_dir` (recursively; e.g. Places365) in a seeded shuffled order, or by default
+    500 procedural images (random frames of procedural videos, from `seed`, a family of draws apart from the eval
+    backgrounds). Every draw is a random resized crop to S x S (area 8-100% of the image, aspect ratio 3/4-4/3:
+    torchvision's defaults, with its centre-crop fallback) and a horizontal flip with probability 1/2, for the
+    whole batch at once (`random_resized_crop_boxes`, `resized_crops`).
+    Memory bound: an image is read when first drawn, resized to 1.5 S (126 px at S = 84: a crop is at most a 1.5x
+    reduction, and Places' 256 px JPEGs decode at half scale, 4x faster; the original crops the 256 px images) and
+    kept in a pool of at most `max_images`: max_images x (1.5 S)^2 x 3 bytes, 390 MB at the defaults; the
+    procedural 500 take 24 MB. Draws cycle through the pool in a fixed shuffled order, so an image recurs exactly
+    every len(pool) draws (8192: 64 batches of 128), each time with a new crop and flip. A source that fits is
+    read once. A larger one streams through it: a pooled image is replaced by the next file of the stream after
+    `draws_per_image` draws, so that in the steady state a batch of 128 reads 128 / 8 = 16 files (the first pass
+    reads one per draw); cost in benchmarks/overlay_speed.py. `last_drawn`: stream indices of the last batch.
     """
 
-    def __init__(self, image_dir: str | None = None, image_size: int = 84, seed: int = 0,
-                 max_images: int = 2048):
-        self.rng = np.random.default_rng(seed)
+    def __init__(self, image_dir: str | None = None, image_size: int = 84, seed=0, max_images: int = 8192,
+                 draws_per_image: int = 8):
+        self.rng = np.random.default_rng(seed)  # seed: an int or a numpy SeedSequence
+        self.image_size, self.stored_size = image_size, (3 * image_size + 1) // 2
         if image_dir is None:
-            bank_rng = np.random.default_rng([2, seed])
-            images = [procedural_frame(procedural_params(bank_rng, image_size, hard=True),
-                                       int(bank_rng.integers(PROCEDURAL_VIDEO_LENGTH)))
-                      for _ in range(500)]
+            self._procedural_key = seed_key(seed)
+            self.files = list(range(PROCEDURAL_OVERLAY_IMAGES))
         else:
             image_dir = os.path.expanduser(image_dir)
             if not os.path.isdir(image_dir):
@@ -204,13 +281,50 @@ class OverlayImages:
             files = _image_files(image_dir, recursive=True)
             if not files:
                 raise ConfigError(f"image_dir {image_dir!r} holds no jpg/png images")
-            if len(files) > max_images:
-                files = [files[i] for i in np.sort(self.rng.choice(len(files), max_images, replace=False))]
-            images = [_resize(Image.open(f), image_size) for f in files]
-        self.images = np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))  # (N, 3, S, S)
+            self.files = [files[i] for i in self.rng.permutation(len(files))]
+        n = min(max_images, len(self.files))
+        self.pool = np.empty((n, self.stored_size, self.stored_size, 3), np.uint8)  # pages are touched when filled
+        self.sizes = np.ones((n, 2), np.int64)       # original (height, width) of each pooled image
+        self.source = np.full(n, -1)                 # its index in the stream (-1: not read yet)
+        self._draws_left = np.zeros(n, np.int64)     # draws before the slot is refilled
+        self._lifetime = draws_per_image if len(self.files) > n else np.iinfo(np.int64).max // 2
+        self._reads, self._order, self._pos = 0, self.rng.permutation(n), 0
+        self.last_drawn = None
 
     def __len__(self):
-        return len(self.images)
+        return len(self.files)
+
+    def _read(self, slot: int):
+        """Fill `slot` with the next image of the stream."""
+        k = self._reads % len(self.files)
+        if isinstance(self.files[k], int):
+            rng = np.random.default_rng([2, self.files[k], *self._procedural_key])
+            params = procedural_params(rng, self.stored_size, hard=True)
+            image, size = procedural_frame(params, int(rng.integers(PROCEDURAL_VIDEO_LENGTH))), self.stored_size
+            self.sizes[slot] = size, size
+        else:
+            with Image.open(self.files[k]) as f:
+                self.sizes[slot] = f.height, f.width
+                image = _resize(f, self.stored_size)
+        self.pool[slot], self.source[slot] = image, k
+        # When streaming, the first fill staggers the lifetimes so that refills spread evenly over later passes.
+        streaming_first_fill = len(self.files) > len(self.pool) > self._reads
+        self._draws_left[slot] = 1 + self._reads % self._lifetime if streaming_first_fill else self._lifetime
+        self._reads += 1
+
+    def _next_slots(self, n: int) -> np.ndarray:
+        """The next n pool slots, cycling in a fixed shuffled order: a slot recurs exactly every len(pool) draws."""
+        slots = self._order[(self._pos + np.arange(n)) % len(self._order)]
+        self._pos = (self._pos + n) % len(self._order)
+        return slots
 
     def sample(self, n: int) -> np.ndarray:
-        return self.images[self.rng.integers(len(self.images), size=n)]
+        slots = self._next_slots(n)
+        for slot in np.unique(slots[self._draws_left[slots] <= 0]):
+            self._read(slot)
+        np.subtract.at(self._draws_left, slots, 1)
+        self.last_drawn = self.source[slots]
+        sizes = self.sizes[slots]
+        boxes = random_resized_crop_boxes(self.rng, sizes[:, 0], sizes[:, 1])
+        flips = self.rng.random(n) < 0.5
+        return resized_crops(self.pool, slots, boxes, sizes, self.image_size, flips)

@@ -33,3 +33,14 @@ def test_encoder_floor_counts_the_flops_of_the_paper_stack():
     floors = [float(x) for x in re.findall(r"floor of our SAC step .*?(\d+) ms", out)]
     originals = [float(x) for x in re.findall(r"floor of the original's SAC step .*?(\d+) ms", out)]
     assert len(floors) == len(originals) == 2 and all(o >= f > 0 for f, o in zip(floors, originals))
+
+
+def test_overlay_speed_times_each_source_and_phase():
+    out = subprocess.run([sys.executable, "benchmarks/overlay_speed.py", "--files", "40", "--batches", "2",
+                          "--batch-size", "8", "--image-size", "16"], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    rows = {m[0].strip(): float(m[1]) for m in re.findall(r"^(\S.*?)\s+(\d+\.\d)\s+\d+\.\d+%$", out, re.M)}
+    assert set(rows) == {"procedural (500), first pass", "procedural, steady state (crops, flips)",
+                         "folder (40 files, pool 40), first pass", "folder, steady state (0 reads/batch)"}, out
+    assert all(ms > 0 for ms in rows.values())
+    assert re.findall(r"pool: (\d+) MB", out) == ["1", "0"]  # 500 and 40 images of 24 x 24 x 3 bytes
