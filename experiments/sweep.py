@@ -19,11 +19,10 @@ adding `--status` prints the state of each run and launches nothing.
 
     # the same command with --status: each run's state (queued, running, done, stopped, failed)
 
-Signals: submitit's preemption signal is set to SIGUSR1, which Slurm sends `--signal-delay-s`
-before the time limit. During training main() owns SIGUSR1/SIGTERM/SIGINT: it saves the checkpoint
-and raises Interrupted, putting submitit's handlers back; on SIGUSR1 the job then calls submitit's
-handler itself, which requeues it (the requeued job resumes). SIGTERM/SIGINT stop without a
-requeue; outside main() SIGTERM ends the job at once, where submitit would ignore it.
+Signals: submitit's preemption signal is made SIGUSR1 (Slurm sends it `--signal-delay-s` before the
+time limit). While training, main()'s handlers take SIGUSR1/SIGTERM/SIGINT, save the checkpoint and
+raise Interrupted with submitit's handlers back; on SIGUSR1 the job then calls submitit's handler,
+which requeues it. SIGTERM stops without requeue (outside main() at once: submitit would ignore it).
 """
 
 import contextlib
@@ -40,6 +39,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Literal, Optional
@@ -180,13 +180,22 @@ def build_grid(args, shared_flags):
             for seed in args.seeds:
                 run_args = dataclasses.replace(script_args, env_id=env_id, seed=seed, exp_name=name,
                                                run_name=f"{env_id}__{name}__{seed}", runs_dir=runs_dir)
-                try:
-                    for mode in run_args.eval_modes:
-                        module.envs.check_args(env_id, mode)
-                except module.envs.ConfigError as e:
-                    raise SweepError(f"{env_id}, {name}: {e}") from None
                 runs.append(TrainingRun(script, dataclasses.asdict(run_args)))
+    check_runs(runs)
     return runs
+
+
+def check_runs(runs):
+    """Each run's args through its script's own checks (checked_args: values, env id, modes,
+    folders), in a scratch runs folder: the check makes the run folder, and neither --status nor a
+    launch that fails may leave folders behind."""
+    with tempfile.TemporaryDirectory() as scratch:
+        for run in runs:
+            module = load_script(run.script)
+            try:
+                module.checked_args(module.Args(**{**run.fields, "runs_dir": scratch}))
+            except module.envs.ConfigError as e:
+                raise SweepError(f"{run.name}: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,8 +342,8 @@ def run_state(run, record, live):
         return "failed", f"{error}; log {record['log']}"
     if os.path.exists(os.path.join(run.run_dir, "checkpoint.pt")):
         return "stopped", f"checkpoint at step {summary.get('step', step)}/{total}: relaunch to resume"
-    if record and record.get("job_id"):
-        return "failed", f"job ended without a checkpoint; log {record['log']}"
+    if record and record.get("job_id"):  # stopped before main() began, or killed (SIGKILL, out of memory)
+        return "stopped", f"before its first checkpoint: relaunch to start it again; log {record['log']}"
     return "not started", ""
 
 
@@ -370,12 +379,17 @@ def print_changes(runs, states, previous):
 # Launching: a Slurm job array, or local processes N at a time
 # ---------------------------------------------------------------------------------------------
 def slurm_answers():
+    """Whether Slurm can take jobs: sbatch on PATH and the controller up (`scontrol ping`, which
+    retries for a minute when no slurm.conf is found: 10 s is plenty for a live controller)."""
     if not shutil.which("sbatch"):
         return False
     try:
-        return subprocess.run(["scontrol", "ping"], capture_output=True, timeout=30).returncode == 0
+        answers = subprocess.run(["scontrol", "ping"], capture_output=True, timeout=10).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
-        return False
+        answers = False
+    if not answers:
+        print("sbatch is on PATH but no Slurm controller answers (scontrol ping): running here (--cluster slurm to insist)")
+    return answers
 
 
 def launch_slurm(args, runs, jobs_dir):
@@ -416,14 +430,17 @@ def launch_local(args, runs, jobs_dir):
     gpus = list(range(torch.cuda.device_count())) if args.gpus_per_run else []
     queue, running, stop = list(runs), {}, []  # running: name -> (job, gpu)
 
-    def on_signal(signum, frame):
-        if not stop:
-            print(f"stopping: {signal.Signals(signum).name} to {len(running)} running runs "
-                  "(each saves its checkpoint); relaunch to resume", flush=True)
-        stop.append(signum)
-        for job, _ in running.values():  # submitit's controller forwards it to the job
+    def stop_jobs():
+        for job, _ in running.values():  # submitit's controller passes it on to the job
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(job.job_id), signal.SIGTERM)
+
+    def on_signal(signum, frame):
+        if not stop:
+            print(f"{signal.Signals(signum).name}: stopping {len(running)} running runs (each saves its "
+                  "checkpoint); relaunch to resume", flush=True)
+        stop.append(signum)
+        stop_jobs()
 
     handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     for run in queue:  # queued while this launcher lives
@@ -445,6 +462,8 @@ def launch_local(args, runs, jobs_dir):
                 running[run.name] = (job, gpu)
                 write_record(run, {"cluster": "local", "job_id": job.job_id, "pid": int(job.job_id),
                                    "log": str(job.paths.stdout), "result": str(job.paths.result_pickle)})
+            if stop:  # again each second: a job that was just starting may have missed it (repeats are harmless)
+                stop_jobs()
             for name in [name for name, (job, _) in running.items() if job.done()]:
                 del running[name]
             live = {run.name: "queued" for run in queue} | {name: "running" for name in running}
@@ -469,7 +488,6 @@ def ignoring_sigint():
 
 
 def main(args, script_flags=()):
-    sys.stdout.reconfigure(line_buffering=True)
     if args.parallel is not None and args.parallel < 1:
         raise SweepError(f"--parallel must be at least 1, got {args.parallel}")
     if args.gpus_per_run not in (0, 1):
@@ -494,8 +512,8 @@ def main(args, script_flags=()):
     print(f"sweep: {len(runs)} runs in {args.runs_dir} ({len(runs) - len(todo)} done), {len(todo)} to run on "
           f"{cluster}" + (f", {args.parallel or 1} at a time" if cluster == "local" else ""))
     for run in todo:
-        state, detail = states[run.name]
-        print(f"  {'resume' if state == 'stopped' else 'start':<6}  {run.name}  {detail}")
+        resumes = os.path.exists(os.path.join(run.run_dir, "checkpoint.pt"))
+        print(f"  {'resume' if resumes else 'start':<6}  {run.name}  {states[run.name][1]}")
     if not todo:
         return 0
     os.makedirs(jobs_dir, exist_ok=True)
@@ -513,6 +531,7 @@ def main(args, script_flags=()):
 
 
 if __name__ == "__main__":
+    sys.stdout.reconfigure(line_buffering=True)
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
     try:
