@@ -56,9 +56,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @dataclass
 class Args:
     methods: tuple[str, ...] = ("sac=sac_baseline.py --augmentation none", "drq=sac_baseline.py --augmentation shift", "sgqn=sgqn.py")
-    """methods of the grid, each one string `[NAME=]SCRIPT [FLAG ...]`: NAME is the runs' exp_name (default: the script's), FLAGs go to this method only (default: the paper's SAC, DrQ and SGQN)"""
+    """methods of the grid, each one string `[NAME=]SCRIPT [FLAG ...]`: NAME is the runs' exp_name (default: the script's), FLAGs go to this method only; the default is the paper's SAC, DrQ and SGQN"""
     env_ids: tuple[str, ...] = ("walker-walk", "walker-stand", "ball_in_cup-catch", "cartpole-swingup", "finger-spin")
-    """DMC tasks of the grid (default: the paper's five)"""
+    """DMC tasks of the grid; the default is the paper's five"""
     seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
     """seeds of the grid"""
     runs_dir: str = "runs"
@@ -68,7 +68,7 @@ class Args:
     cluster: Literal["auto", "slurm", "local"] = "auto"
     """where jobs run: `auto` is Slurm when its controller answers, else this machine"""
     parallel: Optional[int] = None
-    """runs at a time: local processes (default 1) or the Slurm array's limit (default none)"""
+    """runs at a time: local processes (None: 1) or the Slurm array's limit (None: no limit)"""
     follow: bool = True
     """Slurm: print state changes until every job has ended (Ctrl-C stops following, not the jobs)"""
 
@@ -86,11 +86,11 @@ class Args:
     max_timeouts: int = 10
     """requeues at the time limit before a job gives up (preemptions do not count)"""
     partition: Optional[str] = None
-    """Slurm partition (default: the cluster's)"""
+    """Slurm partition (None: the cluster's default)"""
     account: Optional[str] = None
-    """Slurm account to charge (default: yours)"""
+    """Slurm account to charge (None: your default)"""
     qos: Optional[str] = None
-    """Slurm quality of service (default: the partition's)"""
+    """Slurm quality of service (None: the partition's default)"""
 
 
 # The sweep sets these in every run; a method or `--` flag naming one is an error.
@@ -501,21 +501,22 @@ def main(args, script_flags=()):
     if args.status:
         print_table(runs, states)
         return 0
-    cluster = args.cluster if args.cluster != "auto" else "slurm" if slurm_answers() else "local"
-    if cluster == "slurm" and not shutil.which("sbatch"):
-        raise SweepError("--cluster slurm: sbatch not found on PATH")
     held = [run.name for run in runs if states[run.name][0] in ("queued", "running", "unknown")]
     if held:
         raise SweepError(f"{len(held)} runs of this grid are held by jobs already ({held[0]}, ...): "
                          "see --status, or stop those jobs first")
     todo = [run for run in runs if states[run.name][0] != "done"]
+    if not todo:
+        print(f"sweep: all {len(runs)} runs in {args.runs_dir} are done; nothing to run")
+        return 0
+    cluster = args.cluster if args.cluster != "auto" else "slurm" if slurm_answers() else "local"
+    if cluster == "slurm" and not shutil.which("sbatch"):
+        raise SweepError("--cluster slurm: sbatch not found on PATH")
     print(f"sweep: {len(runs)} runs in {args.runs_dir} ({len(runs) - len(todo)} done), {len(todo)} to run on "
           f"{cluster}" + (f", {args.parallel or 1} at a time" if cluster == "local" else ""))
     for run in todo:
         resumes = os.path.exists(os.path.join(run.run_dir, "checkpoint.pt"))
         print(f"  {'resume' if resumes else 'start':<6}  {run.name}  {states[run.name][1]}")
-    if not todo:
-        return 0
     os.makedirs(jobs_dir, exist_ok=True)
     stopped_by = None
     if cluster == "slurm":
@@ -535,6 +536,6 @@ if __name__ == "__main__":
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
     try:
-        sys.exit(main(tyro.cli(Args, args=argv[:split]), argv[split + 1:]))
+        sys.exit(main(tyro.cli(Args, args=argv[:split], description=__doc__), argv[split + 1:]))
     except SweepError as e:
         sys.exit(f"error: {e}")

@@ -7,6 +7,7 @@ import csv
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -102,12 +103,14 @@ def test_killed_sweep_relaunches_and_finishes_every_run_once(tmp_path):
 
     mtimes = {run: os.path.getmtime(runs_dir / run / "checkpoint.pt") for run in RUNS}
     again = sweep(tmp_path, *GRID, "--cluster", "local", *RUN_FLAGS)
-    assert again.returncode == 0 and "0 to run" in again.stdout, again.stdout + again.stderr
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "all 4 runs in runs/sweep are done; nothing to run" in again.stdout, again.stdout
     assert mtimes == {run: os.path.getmtime(runs_dir / run / "checkpoint.pt") for run in RUNS}
 
 
 @pytest.mark.parametrize("methods, flags, message", [
-    (["sac_baseline.py --augmentation flip"], [], "--methods 'sac_baseline.py --augmentation flip': invalid choice 'flip' for argument '--augmentation'"),
+    (["sac_baseline.py --augmentation flip"], [],
+     "--methods 'sac_baseline.py --augmentation flip': invalid choice 'flip' for argument '--augmentation'"),
     (["sgqn.py"], ["--seed", "3"], "--seed in --methods 'sgqn.py' is set by the sweep"),
     (["nothing.py"], [], "script 'nothing.py' in --methods 'nothing.py' not found"),
     (["sgqn.py", "sgqn=sgqn.py --num-filters 8"], [], "two --methods are named 'sgqn'"),
@@ -115,7 +118,8 @@ def test_killed_sweep_relaunches_and_finishes_every_run_once(tmp_path):
     (["sgqn.py"], ["--eval-modes", "train", "video_hrd"], "cartpole-swingup__sgqn__1: unknown mode 'video_hrd'"),
 ])
 def test_bad_grid_is_refused_before_anything_launches(tmp_path, methods, flags, message):
-    args = sweep_module.Args(methods=tuple(methods), env_ids=("cartpole-swingup",), seeds=(1,), runs_dir=str(tmp_path / "runs"))
+    args = sweep_module.Args(methods=tuple(methods), env_ids=("cartpole-swingup",), seeds=(1,),
+                             runs_dir=str(tmp_path / "runs"))
     with pytest.raises(sweep_module.SweepError) as error:
         sweep_module.main(args, flags)
     assert str(error.value).startswith(message) and "\n" not in str(error.value), error.value
@@ -185,10 +189,12 @@ def slurm(tmp_path_factory):
     key.chmod(0o600)
     host = socket.gethostname().split(".")[0]
     conf = folder / "slurm.conf"
-    conf.write_text(SLURM_CONF.format(host=host, dir=folder, cpus=os.cpu_count(), ctld_port=free_port(), slurmd_port=free_port()))
+    conf.write_text(SLURM_CONF.format(host=host, dir=folder, cpus=os.cpu_count(), ctld_port=free_port(),
+                                      slurmd_port=free_port()))
     env = dict(ENV, SLURM_CONF=str(conf))
-    subprocess.run(["munged", "--force", f"--socket={folder}/munge.socket", f"--key-file={key}", f"--pid-file={folder}/munged.pid",
-                    f"--log-file={folder}/munged.log", f"--seed-file={folder}/munged.seed"], check=True, env=env)
+    subprocess.run(["munged", "--force", f"--socket={folder}/munge.socket", f"--key-file={key}",  # root: --force
+                    f"--pid-file={folder}/munged.pid", f"--log-file={folder}/munged.log",
+                    f"--seed-file={folder}/munged.seed"], check=True, env=env)
     try:
         subprocess.run(["slurmctld", "-i"], check=True, env=env)
         subprocess.run(["slurmd"], check=True, env=env)
@@ -218,7 +224,8 @@ def test_sweep_through_slurm_requeues_after_usr1(tmp_path, slurm):
     assert launcher.returncode == 0, out + err
     assert "submitted Slurm job" in out and "Traceback" not in err, out + err
     log = open(json.load(open(runs_dir / "jobs" / f"{runs[0]}.json"))["log"]).read()
-    assert "Requeued job" in log and "resumed at step" in log, log
+    interrupted = re.search(r"interrupted at step (\d+)", log)
+    assert interrupted and "Requeued job" in log and f"resumed at step {interrupted[1]}" in log, log
     assert_finished_once(runs_dir, runs)
     states = status_lines(tmp_path, grid, slurm)
     assert set(states.values()) == {"done"} and len(states) == 2, states
