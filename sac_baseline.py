@@ -791,7 +791,9 @@ def describe_start(args, device, run_dir, agent, buffer):
           f"networks: {args.num_conv_layers} convs x {args.num_filters} filters, projection {args.projection_dim}, "
           f"hidden {args.hidden_dim}: {parameters / 1e6:.2f} M parameters trained\n"
           f"replay buffer: {buffer.capacity} frames x {buffer.bytes_per_frame} bytes = {size} (--buffer-size "
-          f"{args.buffer_size}, or what {args.total_timesteps} steps store if less)", flush=True)
+          f"{args.buffer_size}, or what {args.total_timesteps} steps store if less)\n"
+          f"evaluation: every {args.eval_freq} steps, {args.eval_episodes} episodes on {' '.join(args.eval_modes)}, "
+          f"in {len(args.eval_modes)} worker processes (starting)", flush=True)
     if device.type == "cpu" and (args.num_conv_layers, args.num_filters) == (Args.num_conv_layers, Args.num_filters):
         print("note: paper-size networks on a CPU take about 1 s (SAC) to 2.5 s (SGQN) per update on 2 cores: 500k steps "
               "is days to weeks, a GPU job; for a run of a few minutes see README 'Quick look on a laptop'", flush=True)
