@@ -784,13 +784,16 @@ def describe_start(args, device, run_dir, agent, buffer):
     trained = [getattr(agent, f.name) for f in dataclasses.fields(agent) if f.name != "critic_target"]
     parameters = sum(p.numel() for part in trained if isinstance(part, nn.Module) for p in part.parameters())
     on = f"GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"CPU, {torch.get_num_threads()} torch threads"
+    size = buffer.capacity * buffer.bytes_per_frame
+    size = f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
     print(f"{ALGORITHM}.py on {args.env_id} (seed {args.seed}), run folder {run_dir}\n"
           f"device: {on}\n"
           f"networks: {args.num_conv_layers} convs x {args.num_filters} filters, projection {args.projection_dim}, "
           f"hidden {args.hidden_dim}: {parameters / 1e6:.2f} M parameters trained\n"
-          f"replay buffer: {buffer.capacity} frames x {buffer.bytes_per_frame} bytes = "
-          f"{buffer.capacity * buffer.bytes_per_frame / 2**20:.1f} MiB (--buffer-size {args.buffer_size}, or what "
-          f"{args.total_timesteps} steps store if less)", flush=True)
+          f"replay buffer: {buffer.capacity} frames x {buffer.bytes_per_frame} bytes = {size} (--buffer-size "
+          f"{args.buffer_size}, or what {args.total_timesteps} steps store if less)\n"
+          f"evaluation: every {args.eval_freq} steps, {args.eval_episodes} episodes on {' '.join(args.eval_modes)}, "
+          f"in {len(args.eval_modes)} worker processes (starting)", flush=True)
     if device.type == "cpu" and (args.num_conv_layers, args.num_filters) == (Args.num_conv_layers, Args.num_filters):
         print("note: paper-size networks on a CPU take about 1 s (SAC) to 2.5 s (SGQN) per update on 2 cores: 500k steps "
               "is days to weeks, a GPU job; for a run of a few minutes see README 'Quick look on a laptop'", flush=True)
@@ -865,12 +868,12 @@ def main(args):
         obs_shape, action_dim = env.observation_space.shape, env.action_space.shape[0]
         action_repeat = args.action_repeat or envs.default_action_repeat(args.env_id)
         agent = make_agent(obs_shape, action_dim, args, device)
-        eval_envs = make_eval_envs(args, eval_seed)
 
         if evaluated:
             restore(agent, evaluated)
             step = evaluated["step"]
             print(f"evaluating {args.eval_checkpoint} (step {step}, {args.env_id}): {args.eval_episodes} episodes per mode", flush=True)
+            eval_envs = make_eval_envs(args, eval_seed)
             returns, _ = evaluate(agent, eval_envs, args.eval_modes, args.eval_episodes, device, stop=stop)
             eval_envs.close()
             env.close()
@@ -897,6 +900,7 @@ def main(args):
             restore(agent, resume_state, buffer)
             print(f"resumed at step {start_step}" + (f" with {len(buffer)} frames in the replay buffer" if len(buffer) else
                   f"; its replay buffer was not saved (--save-buffer): updates wait for {args.learning_starts} new frames (--learning-starts)"), flush=True)
+        eval_envs = make_eval_envs(args, eval_seed)  # after the start block: the workers take a few seconds to start
         writer = SummaryWriter(run_dir, purge_step=start_step if resume_state else None)
         if not resume_state:
             writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
