@@ -14,7 +14,13 @@ quantile (`saliency_mask`).
     python sgqn.py --env-id cheetah-run
     python sgqn.py --env-id walker-walk --video-hard-dir data/video_hard --overlay-dir data/places365
     python sgqn.py --eval-checkpoint runs/<run>/checkpoint.pt
+    python sgqn.py --resume runs/<run>/checkpoint.pt
     tensorboard --logdir runs
+
+A run writes runs/<run>/: args.json, evaluations.csv (a row per evaluation episode), checkpoint.pt,
+TensorBoard events, summary.json (at the end, and when interrupted). Ctrl-C (SIGINT), SIGTERM or
+SIGUSR1 write the checkpoint, print the resume command and exit with 128 + the signal's number:
+130, 143, 138.
 
 The network, buffer, augmentation, actor update, evaluation and checkpoint code is repeated, line
 for line, from sac_baseline.py (tests/test_shared_code.py holds the two files together); with
@@ -22,14 +28,21 @@ for line, from sac_baseline.py (tests/test_shared_code.py holds the two files to
 `sac_baseline.py --augmentation shift`.
 """
 
+import collections
+import contextlib
+import csv
 import ctypes
 import dataclasses
 import functools
+import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
+import types
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -133,7 +146,9 @@ class Args:
     video_hard_dir: Optional[str] = None
     """folder of background videos for video_hard (e.g. DMC-GB's video_hard); procedural if unset"""
     eval_checkpoint: Optional[str] = None
-    """no training: evaluate this checkpoint on --eval-modes and print mean +- std per mode"""
+    """no training: evaluate this checkpoint (its env and architecture) on --eval-modes, print mean +- std per mode"""
+    eval_csv: Optional[str] = None
+    """with --eval-checkpoint: write a row per episode here (default: eval_checkpoint_step{N}.csv beside the checkpoint)"""
 
     # Speed (figures in the README's "Speed" section)
     channels_last: bool = True
@@ -143,17 +158,21 @@ class Args:
     compile: bool = False
     """torch.compile the conv stacks, projections, heads, actor and decoder (each separately, as the updates call them): the same maths with fused elementwise ops; the first updates compile (about a minute on 2 CPU cores)"""
 
-    # Logging and checkpoints
+    # Run folder, logging and checkpoints
+    run_name: Optional[str] = None
+    """name of the run folder (default `{env_id}__{exp_name}__{seed}__{unix_time}`); launchers give stable names"""
+    runs_dir: str = "runs"
+    """parent folder of the run folders"""
     log_freq: int = 100
     """write training scalars to TensorBoard every N steps"""
     console_freq: int = 1000
     """print a progress line every N steps"""
     save_freq: int = 50_000
-    """write `runs/{run}/checkpoint.pt` every N steps (and at the end)"""
+    """write `runs/{run}/checkpoint.pt` every N steps (and at the end, and when interrupted)"""
     save_buffer: bool = False
     """also store the replay buffer in checkpoints (large: ~21 KB per frame)"""
     resume: Optional[str] = None
-    """continue the run of this checkpoint: same step, networks, optimisers, RNG and run folder"""
+    """continue the run of this checkpoint, with its args: only the evaluation, logging, checkpoint, folder and device flags may change"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -465,6 +484,17 @@ def domain_quantile(env_id):
     return 0.95 if env_id.split("-")[0] in ("walker", "finger", "cheetah") else 0.98
 
 
+def check_sgqn_args(args):
+    """SGQN's own flags, checked with the others before anything slow starts (one-line ConfigError)."""
+    if args.sgqn_quantile is not None and not 0 < args.sgqn_quantile < 1:
+        raise envs.ConfigError(f"--sgqn-quantile {args.sgqn_quantile}: must be between 0 and 1")
+    for name in ("consistency_weight", "aux_update_freq", "critic_weight_decay"):
+        if getattr(args, name) < 0:
+            raise envs.ConfigError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 0 or more")
+    if args.overlay_dir and not os.path.isdir(args.overlay_dir):
+        raise envs.ConfigError(f"--overlay-dir {args.overlay_dir}: no such folder")
+
+
 # ---------------------------------------------------------------------------------------------
 # Updates
 # ---------------------------------------------------------------------------------------------
@@ -557,10 +587,21 @@ def update_aux(agent, obs, action, overlay_images, args):
     agent.aux_optimizer.zero_grad()
     aux_loss.backward()
     agent.aux_optimizer.step()
-    predicted = logits.detach() > 0
-    return {"losses/aux_loss": aux_loss.detach(),
-            "saliency/mask_accuracy": (predicted == target_mask).float().mean(),
-            "saliency/mask_iou": (predicted & target_mask).sum() / (predicted | target_mask).sum().clamp(min=1)}
+    return {"losses/aux_loss": aux_loss.detach(), **mask_metrics(logits.detach() > 0, target_mask)}
+
+
+def mask_metrics(predicted, target):
+    """How well the predicted mask (logit > 0) matches the critic's, over the batch (bool tensors in,
+    scalar tensors out, no host sync). Only 2-5% of the pixels are salient, so plain accuracy would
+    give an all-zero prediction 0.95-0.98; balanced accuracy (the mean of the recall of salient and
+    of other pixels) gives it 0.5, precision, recall and IoU give it 0."""
+    hits = (predicted & target).sum()
+    recall = hits / target.sum().clamp(min=1)
+    specificity = (~predicted & ~target).sum() / (~target).sum().clamp(min=1)
+    return {"saliency/mask_balanced_accuracy": (recall + specificity) / 2,
+            "saliency/mask_precision": hits / predicted.sum().clamp(min=1),
+            "saliency/mask_recall": recall,
+            "saliency/mask_iou": hits / (predicted | target).sum().clamp(min=1)}
 
 
 def update_actor_and_alpha(agent, obs, target_entropy):
@@ -581,7 +622,7 @@ def update_actor_and_alpha(agent, obs, target_entropy):
     agent.alpha_optimizer.zero_grad()
     alpha_loss.backward()
     agent.alpha_optimizer.step()
-    return {"losses/actor_loss": actor_loss, "losses/alpha_loss": alpha_loss, "losses/alpha": alpha.detach(),
+    return {"losses/actor_loss": actor_loss.detach(), "losses/alpha_loss": alpha_loss.detach(), "losses/alpha": alpha.detach(),
             "losses/entropy": -log_pi.mean().detach()}
 
 
@@ -620,6 +661,9 @@ def update(agent, batch, step, args, target_entropy, overlay_images=None):
 # ---------------------------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------------------------
+QUIET_SECONDS = 25  # the longest the console stays silent while training (the first-updates burst, evaluations)
+
+
 def policy_action(agent, obs, device, deterministic):
     """Actions for a batch of observations: the tanh of the mean when evaluating, a sample when
     training."""
@@ -629,15 +673,19 @@ def policy_action(agent, obs, device, deterministic):
     return action.cpu().numpy()
 
 
-def evaluate(agent, eval_envs, modes, episodes, device, video_dir=None, step=0):
-    """Mean-action returns per mode, {mode: array of episode returns}. The modes' envs step
-    together (one batched policy pass per step; see make_eval_envs). With video_dir, the first
-    episode of each mode is written as an mp4."""
-    returns = np.zeros((episodes, len(modes)))
+def evaluate(agent, eval_envs, modes, episodes, device, video_dir=None, step=0, stop=None):
+    """Mean-action returns per mode, {mode: array of episode returns}, and the first observation of
+    each mode's first episode. The modes' envs step together (one batched policy pass per step; see
+    make_eval_envs). With video_dir, the first episode of each mode is written as an mp4. When
+    `stop.signum` is set (an interrupt) it gives up at once and returns (None, None)."""
+    returns, shown = np.zeros((episodes, len(modes))), time.time()
     for episode in range(episodes):
         obs, _ = eval_envs.reset()
+        first_obs = obs if episode == 0 else first_obs
         done, frames = np.zeros(len(modes), dtype=bool), []
         while not done.all():
+            if stop is not None and stop.signum:
+                return None, None
             if video_dir and episode == 0:
                 frames.append(video_frames(agent, eval_envs.call("render"), obs, device))
             obs, reward, terminated, truncated, _ = eval_envs.step(policy_action(agent, obs, device, True))
@@ -645,7 +693,10 @@ def evaluate(agent, eval_envs, modes, episodes, device, video_dir=None, step=0):
             done |= terminated | truncated
         for i, mode in enumerate(modes if frames else []):
             write_video(os.path.join(video_dir, f"{mode}_step{step}.mp4"), [f[i] for f in frames])
-    return {mode: returns[:, i] for i, mode in enumerate(modes)}
+        if time.time() - shown > QUIET_SECONDS and episode + 1 < episodes:
+            print(f"evaluating: {episode + 1}/{episodes} episodes done", flush=True)
+            shown = time.time()
+    return {mode: returns[:, i] for i, mode in enumerate(modes)}, first_obs
 
 
 def video_frames(agent, frames, obs, device):
@@ -707,19 +758,18 @@ def results_table(returns):
 # ---------------------------------------------------------------------------------------------
 # Checkpoints
 # ---------------------------------------------------------------------------------------------
-ARCHITECTURE = ("env_id", "num_conv_layers", "num_filters", "projection_dim", "hidden_dim", "image_size", "frame_stack")
+ALGORITHM = os.path.splitext(os.path.basename(__file__))[0]  # this script's name, in checkpoints and run files
 
 
-def save_checkpoint(path, agent, args, step, run_name, buffer=None):
-    """Networks, optimisers, temperature, step and RNG states, written atomically: a crash
-    while saving leaves the previous checkpoint intact."""
+def save_checkpoint(path, agent, args, step, wall_time_s, buffer=None):
+    """Networks, optimisers, temperature, step, args, training wall time so far and RNG states,
+    written atomically: a crash (or a second Ctrl-C) while saving leaves the previous checkpoint intact."""
     parts = {f.name: getattr(agent, f.name) for f in dataclasses.fields(agent)}
     state = {
-        "algorithm": os.path.splitext(os.path.basename(__file__))[0],
-        "architecture": {k: getattr(args, k) for k in ARCHITECTURE},
+        "algorithm": ALGORITHM,
         "args": dataclasses.asdict(args),
         "step": step,
-        "run_name": run_name,
+        "wall_time_s": wall_time_s,
         "agent": {name: part.detach() if isinstance(part, torch.Tensor) else part.state_dict()
                   for name, part in parts.items() if part is not None},
         "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
@@ -731,23 +781,17 @@ def save_checkpoint(path, agent, args, step, run_name, buffer=None):
     os.replace(tmp, path)
 
 
-def load_checkpoint(path, args=None):
-    """Read a checkpoint written by this script; with args, check that it fits their env and
-    architecture. Any problem is a one-line ConfigError."""
+def load_checkpoint(path):
+    """Read a checkpoint written by this script. Any problem is a one-line ConfigError."""
     if not os.path.isfile(path):
         raise envs.ConfigError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
-        algorithm, architecture = state["algorithm"], state["architecture"]
+        algorithm, _ = state["algorithm"], state["args"]["env_id"]
     except Exception as e:
         raise envs.ConfigError(f"cannot read checkpoint {path} ({type(e).__name__}): is it a .pt file from this project?") from None
-    this = os.path.splitext(os.path.basename(__file__))[0]
-    if algorithm != this:
-        raise envs.ConfigError(f"checkpoint {path} was written by {algorithm}.py, not {this}.py")
-    mismatched = [f"--{k.replace('_', '-')} {architecture[k]}" for k in ARCHITECTURE
-                  if args is not None and architecture[k] != getattr(args, k)]
-    if mismatched:
-        raise envs.ConfigError(f"checkpoint {path} is for another env or architecture: pass " + " ".join(mismatched))
+    if algorithm != ALGORITHM:
+        raise envs.ConfigError(f"checkpoint {path} was written by {algorithm}.py, not {ALGORITHM}.py")
     return state
 
 
@@ -769,6 +813,231 @@ def restore(agent, state, buffer=None):
 
 
 # ---------------------------------------------------------------------------------------------
+# Run plumbing: arguments, run files, signals, console
+# ---------------------------------------------------------------------------------------------
+POSITIVE = ("total_timesteps", "buffer_size", "batch_size", "actor_update_freq", "target_update_freq", "num_conv_layers",
+            "num_filters", "projection_dim", "hidden_dim", "image_size", "frame_stack", "eval_freq", "eval_episodes",
+            "log_freq", "console_freq", "save_freq")
+# What --resume may change; everything else (env, algorithm, architecture, seed) is the checkpoint's.
+RESUMABLE = ("total_timesteps", "eval_freq", "eval_episodes", "eval_modes", "log_freq", "console_freq", "save_freq",
+             "save_buffer", "capture_video", "video_easy_dir", "video_hard_dir", "runs_dir", "cuda", "channels_last", "compile",
+             "overlay_dir")
+
+
+def as_flag(name, value):
+    """A field as it is written on the command line: --num-filters 8, --no-cuda, --eval-modes train video_hard."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else f"--no-{flag[2:]}"
+    return f"{flag} {' '.join(map(str, value)) if isinstance(value, tuple) else value}"
+
+
+def merged_args(args, state, path, changeable):
+    """The args a checkpoint was trained with, where the command line changes only the `changeable`
+    fields (a flag counts as given when it differs from its default). A given flag that contradicts
+    the checkpoint on any other field is a one-line error naming it and the checkpoint's value."""
+    saved, merged, conflicts = state["args"], {}, []
+    for field in dataclasses.fields(Args):
+        name, given = field.name, getattr(args, field.name)
+        if name in ("resume", "eval_checkpoint", "eval_csv") or name not in saved:
+            merged[name] = given
+        elif given == field.default or given == saved[name]:
+            merged[name] = saved[name]
+        elif name in changeable:
+            merged[name] = given
+        else:
+            conflicts.append(f"{as_flag(name, given)} (checkpoint: {saved[name]})")
+    if conflicts:
+        raise envs.ConfigError(f"{', '.join(conflicts)}: contradicts the checkpoint {path}; drop it (only "
+                               f"{' '.join('--' + n.replace('_', '-') for n in changeable if n in merged)} may differ)")
+    return Args(**merged)
+
+
+def checked_args(args):
+    """Every check that can fail, before anything slow starts, each a one-line envs.ConfigError: the
+    checkpoints (a resumed or evaluated run takes its args from there; see merged_args), sizes and
+    frequencies, env id and modes, folders. Returns the effective args (with the run folder's name),
+    the --resume checkpoint and the --eval-checkpoint checkpoint (None when not given)."""
+    if args.resume and args.eval_checkpoint:
+        raise envs.ConfigError("give --resume (continue training) or --eval-checkpoint (evaluate only), not both")
+    resumed = load_checkpoint(args.resume) if args.resume else None
+    evaluated = load_checkpoint(args.eval_checkpoint) if args.eval_checkpoint else None
+    if resumed:
+        args = merged_args(args, resumed, args.resume, RESUMABLE)
+        if args.runs_dir == resumed["args"].get("runs_dir", Args.runs_dir):  # not moved: continue beside the checkpoint
+            args.runs_dir, args.run_name = os.path.split(os.path.dirname(args.resume) or ".")
+    elif evaluated:
+        args = merged_args(args, evaluated, args.eval_checkpoint, RESUMABLE + ("seed",))
+        args.eval_csv = args.eval_csv or os.path.join(os.path.dirname(args.eval_checkpoint), f"eval_checkpoint_step{evaluated['step']}.csv")
+    else:
+        args = dataclasses.replace(args, run_name=args.run_name or f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    for name in POSITIVE:
+        if getattr(args, name) < 1:
+            raise envs.ConfigError(f"{as_flag(name, getattr(args, name))}: must be at least 1")
+    if args.learning_starts < 0:
+        raise envs.ConfigError(f"--learning-starts {args.learning_starts}: must be 0 or more")
+    if min(conv_output_size((args.image_size, args.image_size), args.num_conv_layers)) < 1:
+        raise envs.ConfigError(f"--num-conv-layers {args.num_conv_layers} leaves no pixels of a {args.image_size}-pixel image")
+    if not args.eval_modes:
+        raise envs.ConfigError(f"--eval-modes is empty: give one or more of {' '.join(envs.MODES)}")
+    if len(set(args.eval_modes)) < len(args.eval_modes):
+        raise envs.ConfigError(f"--eval-modes {' '.join(args.eval_modes)}: a mode is listed twice")
+    for name in ("video_easy_dir", "video_hard_dir"):
+        if getattr(args, name) and not os.path.isdir(getattr(args, name)):
+            raise envs.ConfigError(f"{as_flag(name, getattr(args, name))}: no such folder")
+    video_dirs = {"video_easy": args.video_easy_dir, "video_hard": args.video_hard_dir}
+    for mode in args.eval_modes:
+        envs.check_args(args.env_id, mode, action_repeat=args.action_repeat, frame_stack=args.frame_stack,
+                        image_size=args.image_size, video_dir=video_dirs.get(mode))
+    if evaluated:
+        if os.path.isdir(args.eval_csv) or not os.path.isdir(os.path.dirname(args.eval_csv) or "."):
+            raise envs.ConfigError(f"--eval-csv {args.eval_csv}: give a file name in an existing folder")
+        return args, None, evaluated
+    run_dir = os.path.join(args.runs_dir, args.run_name)
+    if resumed and args.total_timesteps < resumed["step"]:
+        raise envs.ConfigError(f"--total-timesteps {args.total_timesteps} is below the checkpoint's step {resumed['step']}")
+    if not resumed and os.path.exists(os.path.join(run_dir, "checkpoint.pt")):
+        raise envs.ConfigError(f"{run_dir} already holds a run: continue it with --resume {os.path.join(run_dir, 'checkpoint.pt')}, or give another --run-name")
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as e:
+        raise envs.ConfigError(f"cannot make the run folder {run_dir} ({e.strerror}): check --runs-dir and --run-name") from None
+    return args, resumed, None
+
+
+def read_args(path):
+    """The Args of a run, read back from its args.json (as main writes it)."""
+    with open(path) as f:
+        saved = json.load(f)
+    if saved.get("algorithm") != ALGORITHM:
+        raise envs.ConfigError(f"{path} is from {saved.get('algorithm')}.py, not {ALGORITHM}.py")
+    fields = {f.name for f in dataclasses.fields(Args)}
+    return Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in fields})
+
+
+def write_json(path, data):
+    """Written atomically (temp file + rename): a reader never sees half a file."""
+    with open(f"{path}.tmp", "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(f"{path}.tmp", path)
+
+
+EVALUATION_COLUMNS = ("step", "frames", "mode", "episode", "return")
+
+
+def open_evaluations(path, previous=None, up_to_step=0):
+    """evaluations.csv, open for appending a row per evaluation episode. A resumed run carries over
+    the rows of `previous` (its checkpoint's folder) up to its checkpoint's step: a run killed after
+    an evaluation but before its checkpoint trains that stretch again. Returns the file, the step of
+    the last evaluation kept, and its mean return per mode."""
+    rows = []
+    if previous and os.path.isfile(previous):
+        with open(previous, newline="") as f:
+            rows = [row for row in csv.DictReader(f) if int(row["step"]) <= up_to_step]
+    with open(f"{path}.tmp", "w", newline="") as f:
+        writer = csv.DictWriter(f, EVALUATION_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(f"{path}.tmp", path)
+    last_step = max((int(row["step"]) for row in rows), default=0)
+    last = collections.defaultdict(list)
+    for row in rows:
+        if int(row["step"]) == last_step:
+            last[row["mode"]].append(float(row["return"]))
+    return open(path, "a", newline=""), last_step, {mode: float(np.mean(r)) for mode, r in last.items()}
+
+
+def write_evaluation(csv_file, returns, step, frames):
+    """Append a row per episode and flush, so that a killed run keeps what it evaluated."""
+    csv.writer(csv_file).writerows([step, frames, mode, episode, float(r)]
+                                   for mode, episode_returns in returns.items() for episode, r in enumerate(episode_returns))
+    csv_file.flush()
+
+
+class Interrupted(Exception):
+    """main() stopped on SIGINT, SIGTERM or SIGUSR1 after writing its checkpoint. The script exits
+    with `exit_code` = 128 + the signal's number (130, 143, 138), as a shell reports a killed job."""
+
+    def __init__(self, signum, step, checkpoint):
+        super().__init__(f"interrupted by {signal.Signals(signum).name} at step {step}")
+        self.signum, self.step, self.checkpoint, self.exit_code = signum, step, checkpoint, 128 + signum
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """While the block runs, SIGINT, SIGTERM and SIGUSR1 only set `stop.signum`: the loop stops
+    cleanly at the next check, and a second signal while saving changes nothing. Installed in the
+    main thread only (the one Python lets set handlers: a launcher may call main() from another);
+    the previous handlers come back when the block ends."""
+    stop = types.SimpleNamespace(signum=None)
+
+    def record(signum, frame):
+        stop.signum = signum
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {signum: signal.signal(signum, record) for signum in envs.STOP_SIGNALS} if in_main_thread else {}
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+def duration(seconds):
+    """'3h 05min' or '4min 12s'."""
+    minutes = int(seconds) // 60
+    return f"{minutes // 60}h {minutes % 60:02d}min" if minutes >= 60 else f"{minutes}min {int(seconds) % 60:02d}s"
+
+
+def progress_line(step, args, recent, last_return, last_eval):
+    """The console's progress line. Steps per second come from the last few lines (`recent` holds
+    their (time, step)); the ETA only once updates run, since random steps are far faster."""
+    recent.append((time.time(), step))
+    while recent[0][1] <= args.learning_starts < step:  # the random phase and the burst say nothing of the rate
+        recent.popleft()
+    (t0, s0), (t1, s1) = recent[0], recent[-1]
+    sps = f"{(s1 - s0) / (t1 - t0):.2f}" if s1 > s0 else "-"
+    if step <= args.learning_starts:
+        eta = "after the first updates"
+    else:
+        eta = duration((args.total_timesteps - step) * (t1 - t0) / (s1 - s0)) if s1 > s0 else "-"
+    evaluation = "".join(f" {mode} {r:.1f}" for mode, r in last_eval.items())
+    return (f"step {step}/{args.total_timesteps}  SPS {sps}  ETA {eta}  last return {last_return:.1f}"
+            + (f"  eval{evaluation}" if evaluation else ""))
+
+
+def describe_start(args, device, run_dir, agent, buffer):
+    """The start block: where the run goes, on what, how big, and what it reserves."""
+    trained = [getattr(agent, f.name) for f in dataclasses.fields(agent) if f.name != "critic_target"]
+    parameters = sum(p.numel() for part in trained if isinstance(part, nn.Module) for p in part.parameters())
+    on = f"GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"CPU, {torch.get_num_threads()} torch threads"
+    size = buffer.capacity * buffer.bytes_per_frame
+    size = f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
+    print(f"{ALGORITHM}.py on {args.env_id} (seed {args.seed}), run folder {run_dir}\n"
+          f"device: {on}\n"
+          f"networks: {args.num_conv_layers} convs x {args.num_filters} filters, projection {args.projection_dim}, "
+          f"hidden {args.hidden_dim}: {parameters / 1e6:.2f} M parameters trained\n"
+          f"replay buffer: {buffer.capacity} frames x {buffer.bytes_per_frame} bytes = {size} (--buffer-size "
+          f"{args.buffer_size}, or what {args.total_timesteps} steps store if less)\n"
+          f"evaluation: every {args.eval_freq} steps, {args.eval_episodes} episodes on {' '.join(args.eval_modes)}, "
+          f"in {len(args.eval_modes)} worker processes (starting)", flush=True)
+    if device.type == "cpu" and (args.num_conv_layers, args.num_filters) == (Args.num_conv_layers, Args.num_filters):
+        print("note: paper-size networks on a CPU take about 1 s (SAC) to 2.5 s (SGQN) per update on 2 cores: 500k steps "
+              "is days to weeks, a GPU job; for a run of a few minutes see README 'Quick look on a laptop'", flush=True)
+
+
+def buffer_capacity(args, episode_steps, saved=None):
+    """Frames to reserve: --buffer-size, or what the run can store if less (a frame per step plus
+    one per episode start; were it short, the ring would only overwrite its oldest frames). A
+    restored buffer keeps its ring as saved (its size if it had wrapped)."""
+    episodes = args.total_timesteps // episode_steps + 2 if episode_steps else args.total_timesteps + 1
+    capacity = min(args.buffer_size, args.total_timesteps + episodes)
+    if saved is not None:
+        capacity = len(saved["frames"]) if saved["full"] else max(capacity, len(saved["frames"]))
+    return capacity
+
+
+# ---------------------------------------------------------------------------------------------
 # Training loop
 # ---------------------------------------------------------------------------------------------
 def keep_freed_memory():
@@ -785,124 +1054,183 @@ def keep_freed_memory():
         return False
 
 
-def make_eval_envs(args):
-    """One env per evaluated mode, seeded apart, each in its own worker process so that the modes
-    render in parallel on spare cores (spawned, so each worker makes its own GL context). The
-    arguments are checked here first: bad input is a one-line error, not a worker's crash."""
+def make_eval_envs(args, seed):
+    """One env per evaluated mode, each seeded with its own word of `seed` (a SeedSequence), each in
+    its own worker process so that the modes render in parallel on spare cores (spawned, so each
+    worker makes its own GL context). The workers start with the stop signals blocked and then
+    ignore them (envs.quiet_worker): a Ctrl-C reaches the whole process group, and the parent
+    stops them itself."""
     video_dirs = {"video_easy": args.video_easy_dir, "video_hard": args.video_hard_dir}
-    env_fns = []
-    for i, mode in enumerate(args.eval_modes):
-        kwargs = dict(action_repeat=args.action_repeat, frame_stack=args.frame_stack, image_size=args.image_size,
-                      video_dir=video_dirs.get(mode))
-        envs.check_args(args.env_id, mode, **kwargs)
-        env_fns.append(functools.partial(envs.make_env, args.env_id, args.seed + 1000 * (i + 1), mode, **kwargs))
-    return gym.vector.AsyncVectorEnv(env_fns, context="spawn")
+    env_fns = [functools.partial(envs.make_env, args.env_id, int(mode_seed), mode, action_repeat=args.action_repeat,
+                                 frame_stack=args.frame_stack, image_size=args.image_size, video_dir=video_dirs.get(mode))
+               for mode, mode_seed in zip(args.eval_modes, seed.generate_state(len(args.eval_modes)))]
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, envs.STOP_SIGNALS)
+    try:
+        return gym.vector.AsyncVectorEnv(env_fns, context="spawn", worker=envs.quiet_worker)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def main(args):
-    keep_freed_memory()
-    resume_state = load_checkpoint(args.resume) if args.resume else None
-    if resume_state:  # continue the run as it started: its own args, but a new step budget
-        keep = {"resume": args.resume, "total_timesteps": args.total_timesteps, "cuda": args.cuda}
-        args = dataclasses.replace(args, **{**resume_state["args"], **keep})
+    """Train as `args` say (or, with --eval-checkpoint, only evaluate). Returns the run folder (the
+    returns per mode when evaluating). Bad input raises envs.ConfigError before anything slow starts;
+    SIGINT, SIGTERM and SIGUSR1 stop the run cleanly, checkpoint written, and raise Interrupted."""
+    started = time.time()
+    check_sgqn_args(args)
+    args, resume_state, evaluated = checked_args(args)
     if args.sgqn_quantile is None:
         args.sgqn_quantile = domain_quantile(args.env_id)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    keep_freed_memory()
+    with stop_signals() as stop:
+        start_step = resume_state["step"] if resume_state else 0
+        # One seed, an independent random stream per consumer (a resumed run starts fresh ones at its step).
+        seeds = np.random.SeedSequence(args.seed, spawn_key=(start_step,))
+        buffer_seed, env_seed, eval_seed, action_seed = seeds.spawn(4)
+        overlay_seed = seeds.spawn(1)[0]  # a 5th stream: the four above are sac_baseline.py's
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-    env = envs.make_env(args.env_id, args.seed, "train", action_repeat=args.action_repeat,
-                        frame_stack=args.frame_stack, image_size=args.image_size)
-    env.action_space.seed(args.seed)
-    obs_shape, action_dim = env.observation_space.shape, env.action_space.shape[0]
-    action_repeat = args.action_repeat or envs.default_action_repeat(args.env_id)
-    agent = make_agent(obs_shape, action_dim, args, device)
-    evaluated = load_checkpoint(args.eval_checkpoint, args) if args.eval_checkpoint else None  # before workers start
-    eval_envs = make_eval_envs(args)
-    overlay = envs.OverlayImages(args.overlay_dir, args.image_size, args.seed) if args.aux_update_freq else None
+        env = envs.make_env(args.env_id, int(env_seed.generate_state(1)[0]), "train", action_repeat=args.action_repeat,
+                            frame_stack=args.frame_stack, image_size=args.image_size)
+        env.action_space.seed(int(action_seed.generate_state(1)[0]))
+        obs_shape, action_dim = env.observation_space.shape, env.action_space.shape[0]
+        action_repeat = args.action_repeat or envs.default_action_repeat(args.env_id)
+        agent = make_agent(obs_shape, action_dim, args, device)
 
-    if evaluated:
-        restore(agent, evaluated)
-        returns = evaluate(agent, eval_envs, args.eval_modes, args.eval_episodes, device)
+        if evaluated:
+            restore(agent, evaluated)
+            step = evaluated["step"]
+            print(f"evaluating {args.eval_checkpoint} (step {step}, {args.env_id}): {args.eval_episodes} episodes per mode", flush=True)
+            eval_envs = make_eval_envs(args, eval_seed)
+            returns, _ = evaluate(agent, eval_envs, args.eval_modes, args.eval_episodes, device, stop=stop)
+            eval_envs.close()
+            env.close()
+            if returns is None:
+                print(f"interrupted: evaluation of {args.eval_checkpoint} abandoned", flush=True)
+                raise Interrupted(stop.signum, step, args.eval_checkpoint)
+            with open_evaluations(args.eval_csv)[0] as csv_file:
+                write_evaluation(csv_file, returns, step, step * action_repeat)
+            print(results_table(returns))
+            print(f"episode returns written to {args.eval_csv}")
+            return returns
+
+        saved_buffer = resume_state["buffer"] if resume_state else None
+        buffer = ReplayBuffer(buffer_capacity(args, env.max_episode_steps, saved_buffer), (3, args.image_size, args.image_size),
+                              action_dim, args.frame_stack, device, buffer_seed)
+        run_dir = os.path.join(args.runs_dir, args.run_name)
+        checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+        write_json(os.path.join(run_dir, "args.json"), {**dataclasses.asdict(args), "algorithm": ALGORITHM})
+        previous_csv = os.path.join(os.path.dirname(args.resume), "evaluations.csv") if resume_state else None
+        evaluations, last_evaluated, last_eval = open_evaluations(os.path.join(run_dir, "evaluations.csv"), previous_csv, start_step)
+        describe_start(args, device, run_dir, agent, buffer)
+        wall_time_before = resume_state.get("wall_time_s", 0.0) if resume_state else 0.0
+        if resume_state:
+            restore(agent, resume_state, buffer)
+            print(f"resumed at step {start_step}" + (f" with {len(buffer)} frames in the replay buffer" if len(buffer) else
+                  f"; its replay buffer was not saved (--save-buffer): updates wait for {args.learning_starts} new frames (--learning-starts)"), flush=True)
+        eval_envs = make_eval_envs(args, eval_seed)  # after the start block: the workers take a few seconds to start
+        overlay = envs.OverlayImages(args.overlay_dir, args.image_size, int(overlay_seed.generate_state(1)[0])) if args.aux_update_freq else None
+        writer = SummaryWriter(run_dir, purge_step=start_step if resume_state else None)
+        if not resume_state:
+            writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+        target_entropy = -float(action_dim)
+
+        obs, _ = env.reset()
+        buffer.add_first(obs[-3:])
+        episode_return, episode_length, last_return, saved_step = 0.0, 0, float("nan"), None
+        loop_start = printed = time.time()
+        metrics, recent = {}, collections.deque([(loop_start, start_step)], maxlen=30)
+        for global_step in range(start_step, args.total_timesteps + 1):  # global_step: agent steps taken so far
+            # Evaluate and save where due; a resumed run first evaluates a step whose evaluation an interrupt cut short.
+            if (global_step % args.eval_freq == 0 or global_step == args.total_timesteps) and global_step > last_evaluated:
+                video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
+                returns, first_obs = evaluate(agent, eval_envs, args.eval_modes, args.eval_episodes, device, video_dir, global_step, stop)
+                if returns is None:  # interrupted: resuming from this step evaluates it
+                    break
+                write_evaluation(evaluations, returns, global_step, global_step * action_repeat)
+                for mode, r in returns.items():
+                    writer.add_scalar(f"eval/{mode}/episodic_return", r.mean(), global_step)
+                log_saliency_images(writer, agent, torch.as_tensor(first_obs, device=device).float(), args.sgqn_quantile, global_step)
+                print(f"evaluation at step {global_step}:\n{results_table(returns)}", flush=True)
+                last_eval, last_evaluated = {mode: float(r.mean()) for mode, r in returns.items()}, global_step
+            if (global_step % args.save_freq == 0 or global_step == args.total_timesteps) and global_step > start_step:
+                save_checkpoint(checkpoint_path, agent, args, global_step, wall_time_before + time.time() - started,
+                                buffer if args.save_buffer else None)
+                print(f"checkpoint saved: {checkpoint_path} (step {global_step})", flush=True)
+                saved_step = global_step
+            if global_step == args.total_timesteps or stop.signum:
+                break
+
+            # Act: uniform random actions first, then samples from the policy.
+            if global_step < args.learning_starts:
+                action = env.action_space.sample()
+            else:
+                with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
+                    action = policy_action(agent, obs[None], device, deterministic=False)[0]
+            obs, reward, terminated, truncated, _ = env.step(action)
+            buffer.add(obs[-3:], action, reward, terminated)
+            episode_return, episode_length = episode_return + reward, episode_length + 1
+            if terminated or truncated:
+                writer.add_scalar("charts/episodic_return", episode_return, global_step)
+                writer.add_scalar("charts/episodic_length", episode_length, global_step)
+                last_return, episode_return, episode_length = episode_return, 0.0, 0
+                obs, _ = env.reset()
+                buffer.add_first(obs[-3:])
+
+            # Learn: one update per agent step once the random steps are done (and, after resuming
+            # without a saved buffer, once it holds learning_starts new frames again). As in DMC-GB
+            # and the original SGQN, the first learning step makes one update per random step.
+            if global_step >= args.learning_starts and len(buffer) > max(args.learning_starts, args.frame_stack):
+                updates, learn_start = args.learning_starts if global_step == args.learning_starts else 1, time.time()
+                with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
+                    for i in range(updates):
+                        if stop.signum:
+                            break
+                        aux_step = args.aux_update_freq and global_step % args.aux_update_freq == 0
+                        overlay_images = torch.as_tensor(overlay.sample(args.batch_size), device=device).float() if aux_step else None
+                        metrics |= update(agent, buffer.sample(args.batch_size), global_step, args, target_entropy, overlay_images)
+                        if updates > 1 and time.time() - printed > QUIET_SECONDS:
+                            print(f"step {global_step}/{args.total_timesteps}  first updates {i + 1}/{updates}, "
+                                  f"{duration((time.time() - learn_start) / (i + 1) * (updates - i - 1))} to go", flush=True)
+                            printed = time.time()
+            if stop.signum and global_step == args.learning_starts:  # an interrupted burst: abandon its step
+                break
+
+            step = global_step + 1
+            if step % args.log_freq == 0 and metrics:
+                for name, value in metrics.items():
+                    writer.add_scalar(name, value.item(), step)
+                writer.add_scalar("charts/SPS", (step - start_step) / (time.time() - loop_start), step)
+                writer.add_scalar("charts/frames", step * action_repeat, step)
+            if step % args.console_freq == 0 or time.time() - printed > QUIET_SECONDS or step == args.learning_starts + 1:
+                print(progress_line(step, args, recent, last_return, last_eval), flush=True)
+                printed = time.time()
+
+        # Finished, or interrupted: the checkpoint, the workers, the files, one line on the console.
+        step = global_step
+        finished = step == args.total_timesteps and last_evaluated == step
+        if saved_step != step:
+            save_checkpoint(checkpoint_path, agent, args, step, wall_time_before + time.time() - started,
+                            buffer if args.save_buffer else None)
+        env.close()
         eval_envs.close()
-        print(f"{args.env_id}, {args.eval_episodes} episodes per mode, checkpoint {args.eval_checkpoint}")
-        print(results_table(returns))
-        return returns
-
-    buffer = ReplayBuffer(args.buffer_size, (3, args.image_size, args.image_size), action_dim, args.frame_stack, device, args.seed)
-    print(f"replay buffer: {buffer.bytes_per_frame} bytes per transition, "
-          f"{args.buffer_size * buffer.bytes_per_frame / 2**30:.2f} GiB for {args.buffer_size} frames")
-    start_step, run_name = 0, f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    if resume_state:
-        restore(agent, resume_state, buffer)
-        start_step, run_name = resume_state["step"], resume_state["run_name"]
-        print(f"resumed {run_name} at step {start_step} ({len(buffer)} frames in the buffer)")
-    run_dir = os.path.join("runs", run_name)
-    writer = SummaryWriter(run_dir)
-    if not args.resume:
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
-    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
-    target_entropy = -float(action_dim)
-
-    # A fixed batch for the saliency pictures: the first observation of each evaluation env.
-    saliency_obs = torch.as_tensor(eval_envs.reset()[0], device=device).float()
-    obs, _ = env.reset(seed=args.seed + start_step)
-    buffer.add_first(obs[-3:])
-    episode_return, episode_length, last_return, last_eval = 0.0, 0, float("nan"), ""
-    start_time, metrics = time.time(), {}  # the latest value of every logged loss
-    for global_step in range(start_step, args.total_timesteps):
-        # Act: uniform random actions first, then samples from the policy.
-        if global_step < args.learning_starts:
-            action = env.action_space.sample()
-        else:
-            with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
-                action = policy_action(agent, obs[None], device, deterministic=False)[0]
-        obs, reward, terminated, truncated, _ = env.step(action)
-        buffer.add(obs[-3:], action, reward, terminated)
-        episode_return, episode_length = episode_return + reward, episode_length + 1
-        if terminated or truncated:
-            writer.add_scalar("charts/episodic_return", episode_return, global_step)
-            writer.add_scalar("charts/episodic_length", episode_length, global_step)
-            last_return, episode_return, episode_length = episode_return, 0.0, 0
-            obs, _ = env.reset()
-            buffer.add_first(obs[-3:])
-
-        # Learn: one update per agent step once the random steps are done (and, after resuming
-        # without a saved buffer, once it holds learning_starts new frames again). As in DMC-GB
-        # and the original SGQN, the first learning step makes one update per random step.
-        if global_step >= args.learning_starts and len(buffer) > max(args.learning_starts, args.frame_stack):
-            with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
-                for _ in range(args.learning_starts if global_step == args.learning_starts else 1):
-                    aux_step = args.aux_update_freq and global_step % args.aux_update_freq == 0
-                    overlay_images = torch.as_tensor(overlay.sample(args.batch_size), device=device).float() if aux_step else None
-                    metrics |= update(agent, buffer.sample(args.batch_size), global_step, args, target_entropy, overlay_images)
-
-        step = global_step + 1
-        sps = (step - start_step) / (time.time() - start_time)
-        if step % args.log_freq == 0 and metrics:
-            for name, value in metrics.items():
-                writer.add_scalar(name, value.item(), step)
-            writer.add_scalar("charts/SPS", sps, step)
-            writer.add_scalar("charts/frames", step * action_repeat, step)
-        if step % args.console_freq == 0:
-            eta = (args.total_timesteps - step) / max(sps, 1e-9)
-            print(f"step {step}/{args.total_timesteps}  SPS {sps:.1f}  ETA {eta / 3600:.1f} h  "
-                  f"last return {last_return:.1f}{last_eval}", flush=True)
-        if step % args.eval_freq == 0 or step == args.total_timesteps:
-            video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
-            returns = evaluate(agent, eval_envs, args.eval_modes, args.eval_episodes, device, video_dir, step)
-            for mode, r in returns.items():
-                writer.add_scalar(f"eval/{mode}/episodic_return", r.mean(), step)
-            log_saliency_images(writer, agent, saliency_obs, args.sgqn_quantile, step)
-            last_eval = "  eval " + " ".join(f"{m} {r.mean():.0f}" for m, r in returns.items())
-            print(f"evaluation at step {step}:\n{results_table(returns)}", flush=True)
-        if step % args.save_freq == 0 or step == args.total_timesteps:
-            save_checkpoint(checkpoint_path, agent, args, step, run_name, buffer if args.save_buffer else None)
-    writer.close()
-    env.close()
-    eval_envs.close()
+        writer.close()
+        evaluations.close()
+        wall_time = wall_time_before + time.time() - started
+        write_json(os.path.join(run_dir, "summary.json"), {
+            "status": "finished" if finished else "interrupted", "step": step, "total_timesteps": args.total_timesteps,
+            "wall_time_s": round(wall_time, 1), "last_evaluation": last_eval, "checkpoint": checkpoint_path,
+            "algorithm": ALGORITHM})
+        if not finished:
+            print(f"interrupted at step {step}; resume with: python {ALGORITHM}.py --resume {checkpoint_path}", flush=True)
+            raise Interrupted(stop.signum, step, checkpoint_path)
+    print(f"finished {step} steps in {duration(wall_time)}; last evaluation:"
+          + "".join(f" {mode} {r:.1f}" for mode, r in last_eval.items())
+          + f"\ncheckpoint {checkpoint_path}, evaluations {os.path.join(run_dir, 'evaluations.csv')}, "
+          f"TensorBoard: tensorboard --logdir {args.runs_dir}", flush=True)
     return run_dir
 
 
@@ -911,3 +1239,5 @@ if __name__ == "__main__":
         main(tyro.cli(Args))
     except envs.ConfigError as e:
         sys.exit(f"error: {e}")
+    except Interrupted as e:
+        sys.exit(e.exit_code)

@@ -4,7 +4,7 @@ together, each in its own worker process (`make_eval_envs`).
     MUJOCO_GL=egl python benchmarks/eval_speed.py                   # sgqn, cheetah-run, 1 episode
     python benchmarks/eval_speed.py --algorithm sac --episodes 2 --repeats 3 --paper-size
 
-Builds the eval envs with the script's own `make_eval_envs(args)` and an agent with its
+Builds the eval envs with the script's own `make_eval_envs(args, seed)` and an agent with its
 `make_agent` (small by default: 4 convs x 16 filters, hidden 256; `--paper-size` for the script's
 defaults), then times `module.evaluate(agent, eval_envs, modes, episodes, device)` `--repeats` times and
 prints the median wall seconds (cheetah-run: 250 agent steps per episode per mode).
@@ -16,6 +16,7 @@ import statistics
 import sys
 import time
 
+import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -39,7 +40,7 @@ def main():
     args = module.Args(env_id=opts.env_id, cuda=False, eval_episodes=opts.episodes, **small)
     device = torch.device("cpu")
     t = time.perf_counter()
-    eval_envs = module.make_eval_envs(args)
+    eval_envs = module.make_eval_envs(args, np.random.SeedSequence(args.seed))
     build = time.perf_counter() - t
     agent = module.make_agent(eval_envs.single_observation_space.shape, eval_envs.single_action_space.shape[0], args, device)
 

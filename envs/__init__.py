@@ -33,12 +33,17 @@ Modes (`envs.MODES`, the DMC-GB modes evaluated by default; `envs.ALL_MODES` add
 `make_env(seed)` seeds the task's initial states, the colour draws and the distracting_cs draws;
 `reset(seed=s)` reseeds them and restarts the video order. Every bad argument raises `ConfigError`
 with a one-line message.
+
+`quiet_worker` is the AsyncVectorEnv worker the training scripts run their eval envs in.
 """
 from __future__ import annotations
 
 import collections
 import difflib
+import logging
+import math
 import os
+import signal
 
 # Headless default; must be set before dm_control is first imported (it picks the GL backend then).
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -49,6 +54,10 @@ import numpy as np  # noqa: E402
 MODES = ("train", "color_easy", "color_hard", "video_easy", "video_hard")
 DISTRACTING_CS_MODES = ("distracting_cs_easy", "distracting_cs_medium", "distracting_cs_hard")
 ALL_MODES = MODES + DISTRACTING_CS_MODES
+
+# dm_control's cheetah model uses MuJoCo's deprecated `settotalmass`: MuJoCo warns through absl at
+# every model load (each env, each worker). Drop that one message, nothing else.
+logging.getLogger("absl").addFilter(lambda record: "'settotalmass' is deprecated" not in record.getMessage())
 
 
 class ConfigError(ValueError):
@@ -164,9 +173,10 @@ class DMCEnv(gym.Env):
     """Gymnasium view of one dm_control task from pixels. Build it with `make_env`.
 
     Extra attributes: `physics` (the dm_control Physics, e.g. to inspect the state),
-    `mode`, `action_repeat`, `camera_id`, `colors` (the colours drawn at the last reset in the
-    colour modes, else None), `video_index` (the background video of the current episode),
-    `distraction` (the `distracting.Distraction` state in the distracting_cs modes, else None).
+    `mode`, `action_repeat`, `camera_id`, `max_episode_steps` (agent steps), `colors` (the colours
+    drawn at the last reset in the colour modes, else None), `video_index` (the background video of
+    the current episode), `distraction` (the `distracting.Distraction` state in the distracting_cs
+    modes, else None).
     """
 
     metadata = {"render_modes": ["rgb_array"]}
@@ -191,6 +201,8 @@ class DMCEnv(gym.Env):
         self._lo, self._hi = np.where(np.abs(lo) < 1e6, lo, -1.0), np.where(np.abs(hi) < 1e6, hi, 1.0)
         self.observation_space = gym.spaces.Box(0, 255, (3 * frame_stack, image_size, image_size), np.uint8)
         self._frames = collections.deque(maxlen=frame_stack)
+        step_limit = self._env._step_limit  # control steps per episode (inf: no time limit)
+        self.max_episode_steps = math.ceil(step_limit / action_repeat) if math.isfinite(step_limit) else None
 
         if not 0 <= camera_id < model.ncam:
             raise ConfigError(f"camera_id {camera_id} out of range: {domain} has cameras 0..{model.ncam - 1}")
@@ -318,3 +330,39 @@ class DMCEnv(gym.Env):
 
     def close(self):
         self._camera = None
+
+
+# ----------------------------------------------------------------------------- eval-env workers
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+
+
+class _ParentPipe:
+    """A worker's end of its pipe: once the parent is gone (EOF, broken pipe), exit quietly
+    instead of reporting the error to nobody (SystemExit passes gymnasium's `except Exception`)."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+
+    def recv(self):
+        try:
+            return self.pipe.recv()
+        except (EOFError, OSError):
+            raise SystemExit(0) from None
+
+    def send(self, obj):
+        try:
+            self.pipe.send(obj)
+        except OSError:  # BrokenPipeError, ConnectionResetError
+            raise SystemExit(0) from None
+
+
+def quiet_worker(index, env_fn, pipe, *args):
+    """gymnasium's AsyncVectorEnv worker (`worker=envs.quiet_worker`), minus the noise: it ignores
+    SIGINT, SIGTERM and SIGUSR1 (a Ctrl-C reaches the whole process group; the parent handles it
+    and closes its workers) and exits silently when the parent dies, where gymnasium's worker
+    prints EOFError / BrokenPipeError tracebacks."""
+    from gymnasium.vector.async_vector_env import _async_worker
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    _async_worker(index, env_fn, _ParentPipe(pipe), *args)

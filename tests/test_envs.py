@@ -102,6 +102,7 @@ def test_action_repeat_sums_rewards_like_raw_dm_control():
     ("cartpole-swingup", 125, True), ("finger-spin", 500, False), ("cheetah-run", 250, False)])
 def test_episode_length(env_id, length, render):
     env = envs.make_env(env_id, seed=0, image_size=16)
+    assert env.max_episode_steps == length  # what the training scripts size the replay buffer with
     if not render:  # same step logic, without paying ~20 ms a frame
         frame = env.render()
         env._render = lambda: frame

@@ -237,7 +237,7 @@ def test_train_checkpoint_evaluate_resume(toy_envs, capsys):
     assert state["step"] == 240 and set(state["agent"]) >= {"actor", "critic", "critic_target", "log_alpha", "actor_optimizer"}
     assert not os.path.exists(checkpoint + ".tmp")
     out = capsys.readouterr().out
-    assert "step 240/240" in out and "bytes per transition" in out
+    assert "step 240/240" in out and "replay buffer: 246 frames" in out  # 240 steps + 5 episode starts + 1 spare
 
     returns = sac.main(tiny_args(env_id="toy-reach", eval_checkpoint=checkpoint, eval_episodes=3, eval_modes=("train", "color_hard")))
     assert set(returns) == {"train", "color_hard"} and len(returns["train"]) == 3
@@ -245,7 +245,7 @@ def test_train_checkpoint_evaluate_resume(toy_envs, capsys):
 
     resumed_dir = sac.main(tiny_args(resume=checkpoint, total_timesteps=300))
     assert resumed_dir == run_dir
-    assert "at step 240 (" in capsys.readouterr().out and len(state["buffer"]["frames"]) > 240  # buffer saved and restored
+    assert "resumed at step 240 with 245 frames" in capsys.readouterr().out and len(state["buffer"]["frames"]) == 245
     resumed = torch.load(checkpoint, weights_only=False)
     assert resumed["step"] == 300
     assert max(s for s, _ in read_scalars(run_dir)["losses/qf1_loss"]) == 300
@@ -259,13 +259,16 @@ def test_batched_evaluation_equals_a_direct_rollout_per_mode(toy_envs):
     torch.manual_seed(0)
     args = tiny_args(env_id="toy-reach_distract", eval_modes=("train", "color_hard", "video_easy"), seed=5)
     agent = sac.make_agent((9, 32, 32), 2, args, "cpu")
-    eval_envs = sac.make_eval_envs(args)
-    returns = sac.evaluate(agent, eval_envs, args.eval_modes, 2, "cpu")
+    seed = np.random.SeedSequence(5)
+    eval_envs = sac.make_eval_envs(args, seed)
+    returns, first_obs = sac.evaluate(agent, eval_envs, args.eval_modes, 2, "cpu")
     eval_envs.close()
     for i, mode in enumerate(args.eval_modes):
-        env, expected = toy_task.make_toy_env(args.env_id, args.seed + 1000 * (i + 1), mode), []
+        env, expected = toy_task.make_toy_env(args.env_id, int(seed.generate_state(3)[i]), mode), []
         for _ in range(2):
             obs, _ = env.reset()
+            if not expected:
+                np.testing.assert_array_equal(first_obs[i], obs)
             total, done = 0.0, False
             while not done:
                 obs, reward, terminated, truncated, _ = env.step(sac.policy_action(agent, obs[None], "cpu", True)[0])
@@ -285,9 +288,9 @@ def test_checkpoint_errors_are_one_line(toy_envs, tmp_path):
     run_dir = sac.main(tiny_args(env_id="toy-reach", total_timesteps=20, learning_starts=10, eval_freq=20, eval_episodes=1,
                                  eval_modes=("train",), buffer_size=100))
     checkpoint = os.path.join(run_dir, "checkpoint.pt")
-    with pytest.raises(sac.envs.ConfigError, match="another env or architecture: pass --env-id toy-reach"):
+    with pytest.raises(sac.envs.ConfigError, match=r"--env-id toy-reach_distract \(checkpoint: toy-reach\): contradicts"):
         sac.main(tiny_args(env_id="toy-reach_distract", eval_checkpoint=checkpoint, eval_modes=("train",)))
-    with pytest.raises(sac.envs.ConfigError, match="--num-filters 8"):
+    with pytest.raises(sac.envs.ConfigError, match=r"--num-filters 4 \(checkpoint: 8\)"):
         sac.main(tiny_args(env_id="toy-reach", num_filters=4, eval_checkpoint=checkpoint, eval_modes=("train",)))
 
 

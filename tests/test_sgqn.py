@@ -207,10 +207,30 @@ def test_aux_loss_is_bce_with_logits_against_the_post_update_mask():
     expected = -(target * torch.log(p) + (1 - target) * torch.log(1 - p)).mean()
     metrics = sgqn.update_aux(agent, obs, action, images, args)
     torch.testing.assert_close(metrics["losses/aux_loss"], expected, rtol=1e-4, atol=1e-6)
-    assert 0 <= metrics["saliency/mask_iou"] <= 1 and 0 <= metrics["saliency/mask_accuracy"] <= 1
+    assert metrics.keys() >= {"saliency/mask_iou", "saliency/mask_balanced_accuracy", "saliency/mask_precision", "saliency/mask_recall"}
+    assert all(0 <= v <= 1 for k, v in metrics.items() if k.startswith("saliency/"))
     # Hand-made case: logits of +-20 in agreement with the mask -> ~0 loss; zero logits -> log 2.
     assert F.binary_cross_entropy_with_logits(40 * target - 20, target) < 1e-8
     assert torch.isclose(F.binary_cross_entropy_with_logits(torch.zeros_like(target), target), torch.tensor(np.log(2.0), dtype=torch.float32))
+
+
+def test_mask_metrics_score_an_empty_prediction_poorly():
+    """The predicted-mask column was all black while plain accuracy read 0.98: the metrics must
+    tell an empty (or full) prediction from a good one, on a mask of 2% of the pixels."""
+    target = torch.zeros(4, 9, 32, 32, dtype=torch.bool)
+    target[:, :, :4, :5] = True  # 20 of 1024 pixels per frame: about 2%
+    empty, full, perfect = torch.zeros_like(target), torch.ones_like(target), target.clone()
+    half = target.clone()
+    half[:, :, :2] = False  # the first two of the four salient rows missed; nothing wrong added
+    scores = {name: {k.split("/mask_")[1]: v.item() for k, v in sgqn.mask_metrics(pred, target).items()}
+              for name, pred in (("empty", empty), ("full", full), ("perfect", perfect), ("half", half))}
+    assert (empty == target).float().mean() > 0.98  # what plain accuracy would have said
+    assert scores["empty"] == {"balanced_accuracy": 0.5, "precision": 0.0, "recall": 0.0, "iou": 0.0}
+    assert scores["full"]["balanced_accuracy"] == 0.5 and scores["full"]["recall"] == 1.0
+    assert scores["full"]["precision"] == pytest.approx(20 / 1024)
+    assert scores["perfect"] == {"balanced_accuracy": 1.0, "precision": 1.0, "recall": 1.0, "iou": 1.0}
+    assert scores["half"]["precision"] == 1.0 and scores["half"]["recall"] == 0.5
+    assert scores["half"]["balanced_accuracy"] == pytest.approx(0.75) and scores["half"]["iou"] == 0.5
 
 
 def test_domain_quantiles():
@@ -283,13 +303,18 @@ def test_aux_step_trains_decoder_and_encoder_but_not_heads():
 
 # ------------------------------------------------------------------------- equivalence and e2e
 def test_without_its_two_terms_sgqn_trains_exactly_like_sac_with_shift(toy_envs):
-    common = dict(TINY, env_id="toy-reach", seed=3, total_timesteps=160, learning_starts=60, eval_freq=160,
-                  eval_episodes=1, eval_modes=("train",), log_freq=1, buffer_size=500)
+    """Same losses, same networks, and the same evaluation episodes (paired: the same seed gives both
+    scripts the same eval envs; SGQN's saliency pictures take no extra reset of them)."""
+    common = dict(TINY, env_id="toy-reach_distract", seed=3, total_timesteps=160, learning_starts=60, eval_freq=80,
+                  eval_episodes=2, eval_modes=("train", "video_hard"), log_freq=1, buffer_size=500)
     sac_dir = sac.main(sac.Args(**common, augmentation="shift"))
     sgqn_dir = sgqn.main(sgqn.Args(**common, consistency_weight=0.0, aux_update_freq=0, critic_weight_decay=0.0))
     sac_scalars, sgqn_scalars = read_scalars(sac_dir), read_scalars(sgqn_dir)
     for tag in ("losses/qf1_loss", "losses/qf2_loss", "losses/actor_loss", "losses/alpha_loss"):
         assert len(sac_scalars[tag]) >= 50 and sac_scalars[tag] == sgqn_scalars[tag], tag
+    sac_evaluations, sgqn_evaluations = (read_evaluations(d) for d in (sac_dir, sgqn_dir))
+    assert len(sac_evaluations) == 2 * 2 * 2 and sac_evaluations == sgqn_evaluations
+    assert len({row[-1] for row in sac_evaluations}) > 4  # real, different episodes
     sac_state = torch.load(os.path.join(sac_dir, "checkpoint.pt"), weights_only=False)["agent"]
     sgqn_state = torch.load(os.path.join(sgqn_dir, "checkpoint.pt"), weights_only=False)["agent"]
     for part in ("actor", "critic", "critic_target"):
@@ -298,6 +323,12 @@ def test_without_its_two_terms_sgqn_trains_exactly_like_sac_with_shift(toy_envs)
     # And with its terms on, it does not.
     other = sgqn.main(sgqn.Args(**common))
     assert read_scalars(other)["losses/qf1_loss"] != sac_scalars["losses/qf1_loss"]
+    assert read_evaluations(other) != sac_evaluations
+
+
+def read_evaluations(run_dir):
+    with open(os.path.join(run_dir, "evaluations.csv")) as f:
+        return [tuple(line.strip().split(",")) for line in f][1:]
 
 
 def test_sgqn_end_to_end_logs_saliency_checkpoints_and_resumes(toy_envs):
@@ -308,7 +339,7 @@ def test_sgqn_end_to_end_logs_saliency_checkpoints_and_resumes(toy_envs):
                      save_buffer=True)
     run_dir = sgqn.main(args)
     scalars = read_scalars(run_dir)
-    for tag in ("losses/consistency_loss", "losses/aux_loss", "saliency/mask_iou", "saliency/mask_accuracy",
+    for tag in ("losses/consistency_loss", "losses/aux_loss", "saliency/mask_iou", "saliency/mask_balanced_accuracy",
                 "losses/qf1_loss", "losses/actor_loss", "eval/video_hard/episodic_return"):
         assert tag in scalars, tag
     acc = EventAccumulator(run_dir, size_guidance={"images": 0})

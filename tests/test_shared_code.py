@@ -16,7 +16,9 @@ SHARED = [
     "weight_init", "ConvStack", "conv_output_size", "projection", "mlp", "Critic", "Actor",
     "squashed_gaussian_log_prob", "ReplayBuffer", "random_shift", "td_target", "update_actor_and_alpha",
     "soft_update", "update_target", "policy_action", "evaluate", "write_video", "results_table",
-    "save_checkpoint", "load_checkpoint", "restore", "keep_freed_memory", "make_eval_envs",
+    "save_checkpoint", "load_checkpoint", "restore", "as_flag", "merged_args", "checked_args", "read_args", "write_json",
+    "open_evaluations", "write_evaluation", "Interrupted", "stop_signals", "duration", "progress_line", "describe_start",
+    "buffer_capacity", "keep_freed_memory", "make_eval_envs",
 ]
 
 
@@ -26,7 +28,9 @@ def test_repeated_code_is_identical(name):
 
 
 def test_shared_constants_and_arguments():
-    assert (sac.LOG_STD_MIN, sac.LOG_STD_MAX, sac.ARCHITECTURE) == (sgqn.LOG_STD_MIN, sgqn.LOG_STD_MAX, sgqn.ARCHITECTURE)
+    for name in ("LOG_STD_MIN", "LOG_STD_MAX", "QUIET_SECONDS", "POSITIVE", "EVALUATION_COLUMNS"):
+        assert getattr(sac, name) == getattr(sgqn, name), name
+    assert sgqn.RESUMABLE == (*sac.RESUMABLE, "overlay_dir")
     sac_fields = {f.name: f for f in dataclasses.fields(sac.Args)}
     sgqn_fields = {f.name: f for f in dataclasses.fields(sgqn.Args)}
     assert set(sac_fields) <= set(sgqn_fields)
@@ -38,8 +42,10 @@ def test_training_loops_differ_only_by_sgqn_lines():
     """main() of sgqn.py is main() of sac_baseline.py plus lines; none of the baseline's is changed."""
     sac_lines = inspect.getsource(sac.main).splitlines()
     matcher = difflib.SequenceMatcher(None, sac_lines, inspect.getsource(sgqn.main).splitlines(), autojunk=False)
-    changed = [line for op, i1, i2, _, _ in matcher.get_opcodes() if op in ("replace", "delete") for line in sac_lines[i1:i2]]
-    assert changed == ["                    metrics |= update(agent, buffer.sample(args.batch_size), global_step, args, target_entropy)"]
+    changed = [line.strip() for op, i1, i2, _, _ in matcher.get_opcodes() if op in ("replace", "delete") for line in sac_lines[i1:i2]]
+    assert changed == [
+        "returns, _ = evaluate(agent, eval_envs, args.eval_modes, args.eval_episodes, device, video_dir, global_step, stop)",
+        "metrics |= update(agent, buffer.sample(args.batch_size), global_step, args, target_entropy)"]
 
 
 FAULT_PROBE = """

@@ -1,0 +1,357 @@
+"""Run plumbing of both scripts, for real: signals sent to a running script (a subprocess on a real
+DMC task), resuming, the files of a run (args.json, evaluations.csv, summary.json),
+--eval-checkpoint, argument checks, the console, the random streams."""
+
+import csv
+import dataclasses
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from common import ROOT, TINY, toy_envs  # noqa: F401 (fixture)
+
+import envs
+import sac_baseline as sac
+import sgqn
+
+# cartpole-swingup with tiny networks; 20 physics steps per agent step make 50-step episodes (short evaluations).
+SMALL = ["--env-id", "cartpole-swingup", "--action-repeat", "20", "--num-conv-layers", "2", "--num-filters", "8",
+         "--projection-dim", "16", "--hidden-dim", "32", "--image-size", "32", "--batch-size", "16", "--learning-starts", "20",
+         "--eval-episodes", "1", "--eval-modes", "train", "video_hard", "--eval-freq", "50", "--save-freq", "50"]
+RESUME_LINE = re.compile(r"interrupted at step (\d+); resume with: python (sac_baseline|sgqn)\.py --resume (\S+)")
+
+
+def start(tmp_path, script, *flags):
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, f"{script}.py"), *flags], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "OMP_NUM_THREADS": "1"})
+
+
+def interrupt_after_first_checkpoint(process, signum, to_group):
+    """Send `signum` once the first checkpoint is written (to the whole process group, as a
+    terminal's Ctrl-C does, or to the script alone, as `kill` does). Returns stdout, stderr and
+    the seconds from the signal until the script and its workers are gone."""
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if line.startswith("checkpoint saved"):
+            break
+    time.sleep(1.0)  # into the next stretch of training
+    sent = time.monotonic()
+    os.killpg(process.pid, signum) if to_group else os.kill(process.pid, signum)
+    out, err = process.communicate(timeout=180)  # returns once every holder of the pipes (the workers too) is gone
+    return "".join(seen) + out, err, time.monotonic() - sent
+
+
+def evaluation_rows(run_dir):
+    with open(os.path.join(run_dir, "evaluations.csv"), newline="") as f:
+        return list(csv.reader(f))
+
+
+def last_evaluation(rows):
+    """{mode: mean return} of the last evaluation in evaluations.csv's rows (one episode per mode here)."""
+    last = max(int(row[0]) for row in rows[1:])
+    return {row[2]: pytest.approx(float(row[4])) for row in rows[1:] if int(row[0]) == last}
+
+
+def summary(run_dir):
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("script, signum, to_group", [
+    ("sac_baseline", signal.SIGINT, True),  # Ctrl-C in a terminal: the whole process group
+    ("sgqn", signal.SIGTERM, False),        # `kill`, a scheduler's notice: the script only
+])
+def test_a_signal_checkpoints_exits_cleanly_and_resume_continues(tmp_path, script, signum, to_group):
+    process = start(tmp_path, script, "--total-timesteps", "150", *SMALL)
+    out, err, exit_seconds = interrupt_after_first_checkpoint(process, signum, to_group)
+    assert process.returncode == 128 + signum  # 130 for SIGINT, 143 for SIGTERM
+    assert exit_seconds < 60, exit_seconds
+    assert err == "", err  # no tracebacks from the script or its eval workers
+    assert "device: CPU" in out and "run folder runs/" in out
+    assert "replay buffer: 155 frames" in out  # 150 steps + 3 episode starts + 2, not --buffer-size's 500000
+    match = RESUME_LINE.fullmatch(out.strip().splitlines()[-1])
+    assert match and match[2] == script, out
+    step, checkpoint = int(match[1]), match[3]
+    run_dir = os.path.dirname(os.path.join(tmp_path, checkpoint))
+    assert 50 < step < 150 and torch.load(os.path.join(tmp_path, checkpoint), weights_only=False)["step"] == step
+    assert summary(run_dir) | {"wall_time_s": 0} == {
+        "status": "interrupted", "step": step, "total_timesteps": 150, "wall_time_s": 0,
+        "last_evaluation": last_evaluation(evaluation_rows(run_dir)), "checkpoint": checkpoint, "algorithm": script}
+    first_wall_time = summary(run_dir)["wall_time_s"]
+
+    resumed = start(tmp_path, script, "--resume", checkpoint)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0 and err == "", err
+    assert f"resumed at step {step}; its replay buffer was not saved" in out
+    assert torch.load(os.path.join(tmp_path, checkpoint), weights_only=False)["step"] == 150
+    rows = evaluation_rows(run_dir)
+    assert rows[0] == ["step", "frames", "mode", "episode", "return"]
+    assert [row[:4] for row in rows[1:]] == [[str(s), str(s * 20), mode, "0"] for s in (50, 100, 150) for mode in ("train", "video_hard")]
+    done = summary(run_dir)
+    assert done["status"] == "finished" and done["step"] == 150 and done["wall_time_s"] > first_wall_time
+    assert done["last_evaluation"] == last_evaluation(rows) and last_evaluation(rows)["train"] == float(rows[-2][4])
+
+
+def test_eval_workers_are_quiet_when_the_script_is_killed(tmp_path):
+    """SIGKILL cannot be handled: the script dies at once, and its eval workers must leave without
+    EOFError / BrokenPipeError tracebacks. The checkpoint before it is intact and resumable."""
+    process = start(tmp_path, "sac_baseline", "--total-timesteps", "100000", *SMALL)
+    out, err, exit_seconds = interrupt_after_first_checkpoint(process, signal.SIGKILL, to_group=False)
+    assert process.returncode == -signal.SIGKILL and exit_seconds < 30
+    assert "Traceback" not in err and "Error" not in err, err
+    checkpoint = re.search(r"checkpoint saved: (\S+)", out)[1]
+    assert torch.load(os.path.join(tmp_path, checkpoint), weights_only=False)["step"] == 50
+
+
+def test_only_the_settotalmass_warning_is_silenced(caplog):
+    """dm_control's cheetah (and every eval worker building one) logged MuJoCo's deprecation of
+    `settotalmass` through absl at each model load; other absl warnings still come through."""
+    with caplog.at_level("WARNING"):
+        envs.make_env("cheetah-run", 1, image_size=32)
+        envs.logging.getLogger("absl").warning("another warning")
+    assert "settotalmass" not in caplog.text and "another warning" in caplog.text
+
+
+# ----------------------------------------------------------------------------- in-process (toy task)
+def toy_args(module, **overrides):
+    return module.Args(**{**TINY, **dict(env_id="toy-reach", learning_starts=10, eval_episodes=1, eval_modes=("train",),
+                                         buffer_size=500, eval_freq=20, save_freq=20, console_freq=10**6), **overrides})
+
+
+def test_an_interrupt_in_the_first_updates_burst_stops_after_the_update_in_flight(toy_envs, monkeypatch):
+    """SIGUSR1 (a scheduler's early warning) during the learning_starts burst: main() stops after
+    the update in flight, abandons the burst's step, restores the caller's signal handlers and
+    raises Interrupted(exit_code 138). A resume with the saved buffer makes the whole burst."""
+    steps, signalled, real_update = [], [], sac.update
+
+    def update(agent, batch, step, *rest):
+        steps.append(step)
+        if len(steps) == 5 and not signalled:  # the first run's fifth update
+            signalled.append(os.kill(os.getpid(), signal.SIGUSR1))
+        return real_update(agent, batch, step, *rest)
+
+    monkeypatch.setattr(sac, "update", update)
+    previous = signal.getsignal(signal.SIGUSR1)
+    args = toy_args(sac, learning_starts=100, total_timesteps=110, eval_freq=1000, save_freq=1000, save_buffer=True)
+    with pytest.raises(sac.Interrupted) as interrupted:
+        sac.main(args)
+    assert steps == [100] * 5  # stopped within one update of the signal
+    assert (interrupted.value.signum, interrupted.value.step, interrupted.value.exit_code) == (signal.SIGUSR1, 100, 138)
+    assert signal.getsignal(signal.SIGUSR1) is previous
+    run_dir = os.path.dirname(interrupted.value.checkpoint)
+    assert summary(run_dir)["status"] == "interrupted" and summary(run_dir)["step"] == 100
+    assert torch.load(interrupted.value.checkpoint, weights_only=False)["step"] == 100
+
+    steps.clear()
+    sac.main(dataclasses.replace(args, resume=interrupted.value.checkpoint))
+    assert steps == [100] * 100 + list(range(101, 110))
+    assert summary(run_dir)["status"] == "finished"
+
+
+def test_an_evaluation_cut_short_is_made_on_resume_once(toy_envs, monkeypatch):
+    """An interrupt during an evaluation abandons it (an evaluation can take minutes); the checkpoint
+    is written at that step and the resumed run evaluates it first: no gap, no repeat."""
+    real_evaluate = sac.evaluate
+
+    def evaluate(agent, eval_envs, modes, episodes, device, video_dir=None, step=0, stop=None):
+        if step == 40:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_evaluate(agent, eval_envs, modes, episodes, device, video_dir, step, stop)
+
+    monkeypatch.setattr(sac, "evaluate", evaluate)
+    args = toy_args(sac, total_timesteps=60, eval_modes=("train", "color_hard"))
+    with pytest.raises(sac.Interrupted) as interrupted:
+        sac.main(args)
+    run_dir = os.path.dirname(interrupted.value.checkpoint)
+    assert interrupted.value.step == 40 and interrupted.value.exit_code == 143
+    assert [row[0] for row in evaluation_rows(run_dir)[1:]] == ["20", "20"]
+    assert summary(run_dir)["last_evaluation"].keys() == {"train", "color_hard"}
+
+    monkeypatch.setattr(sac, "evaluate", real_evaluate)
+    sac.main(sac.Args(resume=interrupted.value.checkpoint))  # by hand: only the checkpoint
+    assert [(row[0], row[2]) for row in evaluation_rows(run_dir)[1:]] == [
+        (str(s), mode) for s in (20, 40, 60) for mode in ("train", "color_hard")]
+
+
+def test_run_files_round_trip_and_resume_drops_rows_after_its_checkpoint(toy_envs, monkeypatch, tmp_path):
+    """A run killed after an evaluation but before the checkpoint that follows it: the resumed run
+    trains that stretch again, so evaluations.csv drops the rows past the checkpoint first. Also:
+    args.json reads back into Args, a launcher's full Args + resume works, safe flags change,
+    others are refused in one line."""
+    real_save = sac.save_checkpoint
+
+    def save_checkpoint(path, agent, args, step, *rest):
+        real_save(path, agent, args, step, *rest)
+        if step == 40:
+            shutil.copy(path, tmp_path / "step40.pt")
+
+    monkeypatch.setattr(sac, "save_checkpoint", save_checkpoint)
+    args = toy_args(sac, total_timesteps=60, save_freq=40, run_name="stable", runs_dir="sweep")
+    run_dir = sac.main(args)
+    assert run_dir == os.path.join("sweep", "stable")
+    first = evaluation_rows(run_dir)
+    assert [row[0] for row in first[1:]] == ["20", "40", "60"]
+    saved = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)["args"]
+    assert dataclasses.asdict(sac.read_args(os.path.join(run_dir, "args.json"))) == saved == dataclasses.asdict(args)
+    with open(os.path.join(run_dir, "args.json")) as f:
+        assert json.load(f)["algorithm"] == "sac_baseline"
+    with pytest.raises(envs.ConfigError, match="is from sac_baseline.py, not sgqn.py"):
+        sgqn.read_args(os.path.join(run_dir, "args.json"))
+
+    checkpoint = os.path.join(run_dir, "checkpoint.pt")
+    shutil.copy(tmp_path / "step40.pt", checkpoint)  # as if killed after the evaluation at 60, before its checkpoint
+    for conflict, message in ((dict(num_filters=4), r"--num-filters 4 \(checkpoint: 8\): contradicts the checkpoint"),
+                              (dict(seed=7), r"--seed 7 \(checkpoint: 1\)"),
+                              (dict(augmentation="shift"), r"--augmentation shift \(checkpoint: none\)")):
+        with pytest.raises(envs.ConfigError, match=message):
+            sac.main(dataclasses.replace(args, resume=checkpoint, **conflict))
+    # A launcher resumes with the run's full Args; the evaluation frequency and the length may change.
+    sac.main(dataclasses.replace(args, resume=checkpoint, eval_freq=10, total_timesteps=70))
+    rows = evaluation_rows(run_dir)
+    assert rows[:3] == first[:3]  # the rows up to the checkpoint, untouched
+    assert [row[0] for row in rows[1:]] == ["20", "40", "50", "60", "70"]
+    effective = sac.read_args(os.path.join(run_dir, "args.json"))
+    assert (effective.eval_freq, effective.total_timesteps, effective.resume) == (10, 70, checkpoint)
+    assert summary(run_dir)["step"] == 70 and summary(run_dir)["status"] == "finished"
+
+
+@pytest.mark.parametrize("module", [sac, sgqn])
+def test_eval_checkpoint_takes_env_and_architecture_from_the_checkpoint(toy_envs, module):
+    run_dir = module.main(toy_args(module, total_timesteps=20))
+    checkpoint = os.path.join(run_dir, "checkpoint.pt")
+    # No env id and no architecture flags: the defaults (walker-walk, paper size) give way to the checkpoint's.
+    returns = module.main(module.Args(eval_checkpoint=checkpoint, eval_episodes=2, eval_modes=("train", "color_hard")))
+    rows = evaluation_rows(os.path.join(run_dir))  # the run's own file is untouched by the evaluation
+    assert [row[0] for row in rows[1:]] == ["20"]
+    rows = list(csv.DictReader(open(os.path.join(run_dir, "eval_checkpoint_step20.csv"))))
+    assert [(r["step"], r["frames"], r["mode"], r["episode"]) for r in rows] == [
+        ("20", "20", mode, str(e)) for mode in ("train", "color_hard") for e in (0, 1)]
+    np.testing.assert_array_equal([float(r["return"]) for r in rows], np.concatenate([returns["train"], returns["color_hard"]]))
+    with pytest.raises(envs.ConfigError, match=r"--hidden-dim 64 \(checkpoint: 32\)"):
+        module.main(module.Args(eval_checkpoint=checkpoint, hidden_dim=64))
+
+
+def test_the_buffer_and_the_overlay_draw_from_independent_streams(toy_envs, monkeypatch):
+    """Both used to be seeded with --seed itself: in the first burst the overlay image index was a
+    near-linear function of the sampled transition (correlation 0.999998). Every consumer now gets
+    its own stream spawned from one SeedSequence; the same seed still gives the same streams."""
+    seeds = []
+    real_buffer, real_overlay = sgqn.ReplayBuffer, envs.OverlayImages
+    monkeypatch.setattr(sgqn, "ReplayBuffer", lambda *a: seeds.append(("buffer", a[-1])) or real_buffer(*a))
+    monkeypatch.setattr(envs, "OverlayImages", lambda d, size, seed: seeds.append(("overlay", seed)) or real_overlay(d, size, seed))
+    for _ in range(2):
+        sgqn.main(toy_args(sgqn, total_timesteps=12, sgqn_quantile=0.9))
+    (buffer_seed, buffer_again), (overlay_seed, overlay_again) = ([seed for name, seed in seeds if name == consumer]
+                                                                  for consumer in ("buffer", "overlay"))
+    transitions = np.random.default_rng(buffer_seed).integers(0, 1005, 4096)
+    images = np.random.default_rng(overlay_seed).integers(500, size=4096)
+    assert abs(np.corrcoef(transitions, images)[0, 1]) < 0.05
+    np.testing.assert_array_equal(np.random.default_rng(buffer_again).integers(0, 1005, 64), transitions[:64])
+    np.testing.assert_array_equal(np.random.default_rng(overlay_again).integers(500, size=64), images[:64])
+    # What the old seeding did, for contrast: the test can tell.
+    old = np.random.default_rng(1).integers(0, 1005, 4096), np.random.default_rng(1).integers(500, size=4096)
+    assert np.corrcoef(*old)[0, 1] > 0.99
+
+
+# ----------------------------------------------------------------------------- argument checks
+BAD = [
+    (dict(env_id="nope-nope"), "unknown env id 'nope-nope'"),
+    (dict(eval_modes=()), "--eval-modes is empty"),
+    (dict(eval_modes=("train", "fog")), "unknown mode 'fog'"),
+    (dict(eval_modes=("train", "train")), "listed twice"),
+    (dict(eval_freq=0), "--eval-freq 0: must be at least 1"),
+    (dict(batch_size=-3), "--batch-size -3: must be at least 1"),
+    (dict(learning_starts=-1), "--learning-starts -1"),
+    (dict(num_conv_layers=40), "--num-conv-layers 40 leaves no pixels"),
+    (dict(video_hard_dir="/no/such/folder"), "--video-hard-dir /no/such/folder: no such folder"),
+    (dict(resume="missing.pt"), "checkpoint not found: missing.pt"),
+    (dict(eval_checkpoint="corrupt.pt"), "cannot read checkpoint corrupt.pt"),
+    (dict(resume="a.pt", eval_checkpoint="b.pt"), "not both"),
+    (dict(runs_dir="a_file"), "cannot make the run folder"),
+    (dict(run_name="taken"), "already holds a run: continue it with --resume runs/taken/checkpoint.pt"),
+]
+
+
+@pytest.mark.parametrize("module", [sac, sgqn])
+def test_bad_input_is_one_line_before_any_env_is_built_and_fast(module, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "a_file").write_text("")
+    os.makedirs(tmp_path / "runs" / "taken")
+    (tmp_path / "runs" / "taken" / "checkpoint.pt").write_bytes(b"")
+
+    def no_env(*args, **kwargs):
+        raise AssertionError("an env was built before the arguments were checked")
+
+    monkeypatch.setattr(envs, "make_env", no_env)
+    bad = BAD + ([(dict(sgqn_quantile=1.5), "--sgqn-quantile 1.5"), (dict(overlay_dir="/no/where"), "--overlay-dir /no/where")]
+                 if module is sgqn else [])
+    envs.check_args("cartpole-swingup")  # the first check imports dm_control's suite: not timed below
+    for overrides, message in bad:
+        started = time.perf_counter()
+        with pytest.raises(envs.ConfigError) as error:
+            module.main(module.Args(**overrides))
+        assert message in str(error.value) and "\n" not in str(error.value), (overrides, str(error.value))
+        assert time.perf_counter() - started < 2, overrides
+    assert os.listdir(tmp_path / "runs") == ["taken"]  # nothing was started
+
+
+def test_cli_bad_input_exits_with_one_error_line(tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "sgqn.py"), "--eval-modes"], capture_output=True,
+                            text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [f"error: --eval-modes is empty: give one or more of {' '.join(envs.MODES)}"]
+
+
+# ----------------------------------------------------------------------------- signals and console
+def test_stop_signals_are_installed_in_the_main_thread_only_and_restored():
+    previous = {s: signal.getsignal(s) for s in envs.STOP_SIGNALS}
+    with sac.stop_signals() as stop:
+        assert all(signal.getsignal(s) not in (previous[s], signal.SIG_DFL) for s in envs.STOP_SIGNALS)
+        os.kill(os.getpid(), signal.SIGINT)  # no KeyboardInterrupt: only recorded
+        time.sleep(0.01)
+        assert stop.signum == signal.SIGINT
+    assert {s: signal.getsignal(s) for s in envs.STOP_SIGNALS} == previous
+
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(sac.stop_signals().__enter__().signum))
+    thread.start()
+    thread.join()
+    assert seen == [None] and {s: signal.getsignal(s) for s in envs.STOP_SIGNALS} == previous
+
+
+def test_console_never_goes_quiet_in_the_burst_and_gives_an_eta_once_updates_run(toy_envs, monkeypatch, capsys):
+    monkeypatch.setattr(sac, "QUIET_SECONDS", 0.0)  # every chance to print is taken
+    sac.main(toy_args(sac, learning_starts=30, total_timesteps=40, eval_freq=40, save_freq=40))
+    out = capsys.readouterr().out
+    burst = [line for line in out.splitlines() if re.search(r"first updates \d+/", line)]
+    assert len(burst) == 30 and burst[0].startswith("step 30/40  first updates 1/30, ")
+    progress = [line for line in out.splitlines() if re.match(r"step \d+/40  SPS", line)]
+    assert all("ETA after the first updates" in line for line in progress if int(line.split()[1].split("/")[0]) <= 30)
+    assert re.search(r"step 40/40  SPS [\d.]+  ETA 0min 00s  last return", out)
+    assert sac.duration(3 * 3600 + 5 * 60 + 9) == "3h 05min" and sac.duration(252) == "4min 12s"
+
+
+def test_start_block_states_device_memory_and_the_cpu_note(tmp_path, capsys):
+    for module, args in ((sac, sac.Args(total_timesteps=3000)), (sgqn, sgqn.Args(total_timesteps=3000, num_filters=16))):
+        agent = module.make_agent((9, 84, 84), 6, args, torch.device("cpu"))
+        buffer = module.ReplayBuffer(module.buffer_capacity(args, 250), (3, 84, 84), 6, 3, "cpu", 0)
+        module.describe_start(args, torch.device("cpu"), "runs/x", agent, buffer)
+    paper, small = capsys.readouterr().out.split("sgqn.py on")
+    assert "device: CPU, " in paper and "run folder runs/x" in paper and "11 convs x 32 filters" in paper
+    assert "replay buffer: 3014 frames x 21208 bytes = 61.0 MiB (--buffer-size 500000" in paper  # 3000 + 12 episodes + 2
+    assert "see README 'Quick look on a laptop'" in paper and "README" not in small
+    assert sac.buffer_capacity(sac.Args(total_timesteps=3000), 125) == 3000 + 3000 // 125 + 2
+    assert sac.buffer_capacity(sac.Args(total_timesteps=3000), None) == 2 * 3000 + 1  # episode length unknown
+    assert sac.buffer_capacity(sac.Args(total_timesteps=10**6), 250) == 500_000
