@@ -415,7 +415,7 @@ def update_critic(agent, obs, action, reward, next_obs, not_done, args):
     agent.critic_optimizer.zero_grad()
     (qf1_loss + qf2_loss).backward()
     agent.critic_optimizer.step()
-    return {"losses/qf1_loss": qf1_loss, "losses/qf2_loss": qf2_loss, "losses/qf1_values": q1.mean()}
+    return {"losses/qf1_loss": qf1_loss.detach(), "losses/qf2_loss": qf2_loss.detach(), "losses/qf1_values": q1.mean().detach()}
 
 
 def update_actor_and_alpha(agent, obs, target_entropy):
