@@ -146,7 +146,7 @@ class Args:
     log_freq: int = 100
     """write training scalars to TensorBoard every N steps"""
     console_freq: int = 1000
-    """print a progress line every N steps"""
+    """print a progress line every N steps (and at least every 25 s while training)"""
     save_freq: int = 50_000
     """write `runs/{run}/checkpoint.pt` every N steps (and at the end, and when interrupted)"""
     save_buffer: bool = False
