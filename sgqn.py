@@ -166,7 +166,7 @@ class Args:
     log_freq: int = 100
     """write training scalars to TensorBoard every N steps"""
     console_freq: int = 1000
-    """print a progress line every N steps"""
+    """print a progress line every N steps (and at least every 25 s while training)"""
     save_freq: int = 50_000
     """write `runs/{run}/checkpoint.pt` every N steps (and at the end, and when interrupted)"""
     save_buffer: bool = False
@@ -989,15 +989,16 @@ def duration(seconds):
     return f"{minutes // 60}h {minutes % 60:02d}min" if minutes >= 60 else f"{minutes}min {int(seconds) % 60:02d}s"
 
 
-def progress_line(step, args, recent, last_return, last_eval):
+def progress_line(step, args, recent, last_return, last_eval, updating_since):
     """The console's progress line. Steps per second come from the last few lines (`recent` holds
-    their (time, step)); the ETA only once updates run, since random steps are far faster."""
+    their (time, step)); the ETA only once every step makes an update (from step `updating_since`,
+    None before), and from those steps only: steps without updates are far faster."""
     recent.append((time.time(), step))
-    while recent[0][1] <= args.learning_starts < step:  # the random phase and the burst say nothing of the rate
+    while updating_since is not None and recent[0][1] < updating_since:
         recent.popleft()
     (t0, s0), (t1, s1) = recent[0], recent[-1]
     sps = f"{(s1 - s0) / (t1 - t0):.2f}" if s1 > s0 else "-"
-    if step <= args.learning_starts:
+    if updating_since is None:
         eta = "after the first updates"
     else:
         eta = duration((args.total_timesteps - step) * (t1 - t0) / (s1 - s0)) if s1 > s0 else "-"
@@ -1140,7 +1141,7 @@ def main(args):
 
         obs, _ = env.reset()
         buffer.add_first(obs[-3:])
-        episode_return, episode_length, last_return, saved_step = 0.0, 0, float("nan"), None
+        episode_return, episode_length, last_return, saved_step, updating_since = 0.0, 0, float("nan"), None, None
         loop_start = printed = time.time()
         metrics, recent = {}, collections.deque([(loop_start, start_step)], maxlen=30)
         for global_step in range(start_step, args.total_timesteps + 1):  # global_step: agent steps taken so far
@@ -1185,6 +1186,7 @@ def main(args):
             # and the original SGQN, the first learning step makes one update per random step.
             if global_step >= args.learning_starts and len(buffer) > max(args.learning_starts, args.frame_stack):
                 updates, learn_start = args.learning_starts if global_step == args.learning_starts else 1, time.time()
+                updating_since = updating_since or global_step + 1
                 with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
                     for i in range(updates):
                         if stop.signum:
@@ -1205,8 +1207,8 @@ def main(args):
                     writer.add_scalar(name, value.item(), step)
                 writer.add_scalar("charts/SPS", (step - start_step) / (time.time() - loop_start), step)
                 writer.add_scalar("charts/frames", step * action_repeat, step)
-            if step % args.console_freq == 0 or time.time() - printed > QUIET_SECONDS or step == args.learning_starts + 1:
-                print(progress_line(step, args, recent, last_return, last_eval), flush=True)
+            if step % args.console_freq == 0 or time.time() - printed > QUIET_SECONDS or step == updating_since:
+                print(progress_line(step, args, recent, last_return, last_eval, updating_since), flush=True)
                 printed = time.time()
 
         # Finished, or interrupted: the checkpoint, the workers, the files, one line on the console.

@@ -333,13 +333,23 @@ def test_stop_signals_are_installed_in_the_main_thread_only_and_restored():
 
 def test_console_never_goes_quiet_in_the_burst_and_gives_an_eta_once_updates_run(toy_envs, monkeypatch, capsys):
     monkeypatch.setattr(sac, "QUIET_SECONDS", 0.0)  # every chance to print is taken
-    sac.main(toy_args(sac, learning_starts=30, total_timesteps=40, eval_freq=40, save_freq=40))
+    args = toy_args(sac, learning_starts=30, total_timesteps=40, eval_freq=40, save_freq=40)
+    run_dir = sac.main(args)
     out = capsys.readouterr().out
     burst = [line for line in out.splitlines() if re.search(r"first updates \d+/", line)]
     assert len(burst) == 30 and burst[0].startswith("step 30/40  first updates 1/30, ")
     progress = [line for line in out.splitlines() if re.match(r"step \d+/40  SPS", line)]
     assert all("ETA after the first updates" in line for line in progress if int(line.split()[1].split("/")[0]) <= 30)
     assert re.search(r"step 40/40  SPS [\d.]+  ETA 0min 00s  last return", out)
+    # Resumed without its buffer, the run acts without updates until it holds 30 new frames: no ETA
+    # from those fast steps either.
+    sac.main(dataclasses.replace(args, resume=os.path.join(run_dir, "checkpoint.pt"), total_timesteps=80))
+    out = capsys.readouterr().out
+    assert "updates wait for 30 new frames (--learning-starts)" in out
+    etas = {int(m[1]): m[2] for m in re.finditer(r"step (\d+)/80  SPS \S+  ETA (.+?)  last return", out)}
+    assert set(etas) == set(range(41, 81))
+    waiting = [step for step, eta in etas.items() if eta == "after the first updates"]
+    assert waiting == list(range(41, waiting[-1] + 1)) and 65 < waiting[-1] < 75 and etas[80] == "0min 00s"
     assert sac.duration(3 * 3600 + 5 * 60 + 9) == "3h 05min" and sac.duration(252) == "4min 12s"
 
 

@@ -192,6 +192,18 @@ def test_actor_step_leaves_conv_stack_alone_and_critic_step_trains_it():
     assert not all(torch.equal(a, b) for a, b in zip(conv_before, agent.critic.conv.parameters()))
 
 
+def test_returned_losses_hold_no_graph():
+    """The losses sit in `metrics` until they are logged: with their graphs they would keep every
+    activation of the actor step alive until the next one."""
+    torch.manual_seed(0)
+    args = tiny_args()
+    agent = sac.make_agent((9, 32, 32), 2, args, "cpu")
+    buffer, _ = collect("toy-reach", 100)
+    metrics = sac.update(agent, buffer.sample(16), 0, args, -2.0)
+    assert "losses/actor_loss" in metrics and "losses/alpha_loss" in metrics
+    assert all(not value.requires_grad and value.grad_fn is None for value in metrics.values())
+
+
 def test_speed_flags_keep_the_maths():
     """Channels-last (the default) and --compile change only the memory layout and the kernels;
     --bf16 autocasts the networks (close, not equal)."""

@@ -264,6 +264,16 @@ def test_update_order_and_attribution_passes(monkeypatch):
     assert per_step == [even, odd, even, odd]
 
 
+def test_returned_losses_hold_no_graph():
+    torch.manual_seed(0)
+    args = tiny_args()
+    agent = sgqn.make_agent((9, 32, 32), 2, args, "cpu")
+    batch = (torch.rand(8, 9, 32, 32) * 255, torch.rand(8, 2), torch.rand(8, 1), torch.rand(8, 9, 32, 32) * 255, torch.ones(8, 1))
+    metrics = sgqn.update(agent, batch, 0, args, -2.0, torch.rand(8, 3, 32, 32) * 255)  # every part runs at step 0
+    assert {"losses/actor_loss", "losses/alpha_loss", "losses/aux_loss", "losses/consistency_loss"} <= metrics.keys()
+    assert all(not value.requires_grad and value.grad_fn is None for value in metrics.values())
+
+
 def test_compile_and_memory_layout_keep_the_maths():
     """--compile (guided backprop's hooks included) and --no-channels-last give the default's
     losses, consistency and aux terms included, over a few updates."""
