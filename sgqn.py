@@ -140,11 +140,13 @@ class Args:
     eval_episodes: int = 10
     """episodes per mode and evaluation (DMC-GB reports 30: use that with --eval-checkpoint)"""
     eval_modes: tuple[str, ...] = envs.MODES
-    """modes to evaluate on: any of train color_easy color_hard video_easy video_hard"""
+    """modes to evaluate on: any of train color_easy color_hard video_easy video_hard distracting_cs_easy distracting_cs_medium distracting_cs_hard"""
     video_easy_dir: Optional[str] = None
     """folder of background videos for video_easy (e.g. DMC-GB's video_easy); procedural if unset"""
     video_hard_dir: Optional[str] = None
     """folder of background videos for video_hard (e.g. DMC-GB's video_hard); procedural if unset"""
+    davis_dir: Optional[str] = None
+    """DAVIS 2017 folder (<dir>/JPEGImages/480p/<sequence>/*.jpg) for the distracting_cs modes; procedural videos if unset"""
     eval_checkpoint: Optional[str] = None
     """no training: evaluate this checkpoint (its env and architecture) on --eval-modes, print mean +- std per mode"""
     eval_csv: Optional[str] = None
@@ -761,15 +763,17 @@ def results_table(returns):
 ALGORITHM = os.path.splitext(os.path.basename(__file__))[0]  # this script's name, in checkpoints and run files
 
 
-def save_checkpoint(path, agent, args, step, wall_time_s, buffer=None):
-    """Networks, optimisers, temperature, step, args, training wall time so far and RNG states,
-    written atomically: a crash (or a second Ctrl-C) while saving leaves the previous checkpoint intact."""
+def save_checkpoint(path, agent, args, step, wall_time_s, buffer=None, burst_updates=0):
+    """Networks, optimisers, temperature, step, args, training wall time so far and RNG states (and
+    how many updates of the first-updates burst an interrupt left done), written atomically: a crash
+    (or a second Ctrl-C) while saving leaves the previous checkpoint intact."""
     parts = {f.name: getattr(agent, f.name) for f in dataclasses.fields(agent)}
     state = {
         "algorithm": ALGORITHM,
         "args": dataclasses.asdict(args),
         "step": step,
         "wall_time_s": wall_time_s,
+        "burst_updates": burst_updates,
         "agent": {name: part.detach() if isinstance(part, torch.Tensor) else part.state_dict()
                   for name, part in parts.items() if part is not None},
         "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
@@ -820,7 +824,7 @@ POSITIVE = ("total_timesteps", "buffer_size", "batch_size", "actor_update_freq",
             "log_freq", "console_freq", "save_freq")
 # What --resume may change; everything else (env, algorithm, architecture, seed) is the checkpoint's.
 RESUMABLE = ("total_timesteps", "eval_freq", "eval_episodes", "eval_modes", "log_freq", "console_freq", "save_freq",
-             "save_buffer", "capture_video", "video_easy_dir", "video_hard_dir", "runs_dir", "cuda", "channels_last", "compile",
+             "save_buffer", "capture_video", "video_easy_dir", "video_hard_dir", "davis_dir", "runs_dir", "cuda", "channels_last", "compile",
              "overlay_dir")
 
 
@@ -879,16 +883,16 @@ def checked_args(args):
     if min(conv_output_size((args.image_size, args.image_size), args.num_conv_layers)) < 1:
         raise envs.ConfigError(f"--num-conv-layers {args.num_conv_layers} leaves no pixels of a {args.image_size}-pixel image")
     if not args.eval_modes:
-        raise envs.ConfigError(f"--eval-modes is empty: give one or more of {' '.join(envs.MODES)}")
+        raise envs.ConfigError(f"--eval-modes is empty: give one or more of {' '.join(envs.ALL_MODES)}")
     if len(set(args.eval_modes)) < len(args.eval_modes):
         raise envs.ConfigError(f"--eval-modes {' '.join(args.eval_modes)}: a mode is listed twice")
-    for name in ("video_easy_dir", "video_hard_dir"):
+    for name in ("video_easy_dir", "video_hard_dir", "davis_dir"):
         if getattr(args, name) and not os.path.isdir(getattr(args, name)):
             raise envs.ConfigError(f"{as_flag(name, getattr(args, name))}: no such folder")
     video_dirs = {"video_easy": args.video_easy_dir, "video_hard": args.video_hard_dir}
     for mode in args.eval_modes:
         envs.check_args(args.env_id, mode, action_repeat=args.action_repeat, frame_stack=args.frame_stack,
-                        image_size=args.image_size, video_dir=video_dirs.get(mode))
+                        image_size=args.image_size, video_dir=video_dirs.get(mode), davis_dir=args.davis_dir)
     if evaluated:
         if os.path.isdir(args.eval_csv) or not os.path.isdir(os.path.dirname(args.eval_csv) or "."):
             raise envs.ConfigError(f"--eval-csv {args.eval_csv}: give a file name in an existing folder")
@@ -1063,7 +1067,8 @@ def make_eval_envs(args, seed):
     stops them itself."""
     video_dirs = {"video_easy": args.video_easy_dir, "video_hard": args.video_hard_dir}
     env_fns = [functools.partial(envs.make_env, args.env_id, int(mode_seed), mode, action_repeat=args.action_repeat,
-                                 frame_stack=args.frame_stack, image_size=args.image_size, video_dir=video_dirs.get(mode))
+                                 frame_stack=args.frame_stack, image_size=args.image_size, video_dir=video_dirs.get(mode),
+                                 davis_dir=args.davis_dir)
                for mode, mode_seed in zip(args.eval_modes, seed.generate_state(len(args.eval_modes)))]
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, envs.STOP_SIGNALS)
     try:
@@ -1128,6 +1133,7 @@ def main(args):
         evaluations, last_evaluated, last_eval = open_evaluations(os.path.join(run_dir, "evaluations.csv"), previous_csv, start_step)
         describe_start(args, device, run_dir, agent, buffer)
         wall_time_before = resume_state.get("wall_time_s", 0.0) if resume_state else 0.0
+        burst_updates = resume_state.get("burst_updates", 0) if resume_state else 0
         if resume_state:
             restore(agent, resume_state, buffer)
             print(f"resumed at step {start_step}" + (f" with {len(buffer)} frames in the replay buffer" if len(buffer) else
@@ -1185,7 +1191,8 @@ def main(args):
             # without a saved buffer, once it holds learning_starts new frames again). As in DMC-GB
             # and the original SGQN, the first learning step makes one update per random step.
             if global_step >= args.learning_starts and len(buffer) > max(args.learning_starts, args.frame_stack):
-                updates, learn_start = args.learning_starts if global_step == args.learning_starts else 1, time.time()
+                # An interrupted burst resumes where it stopped (burst_updates were done before the checkpoint).
+                updates, learn_start = args.learning_starts - burst_updates if global_step == args.learning_starts else 1, time.time()
                 updating_since = updating_since or global_step + 1
                 with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
                     for i in range(updates):
@@ -1193,12 +1200,13 @@ def main(args):
                             break
                         aux_step = args.aux_update_freq and global_step % args.aux_update_freq == 0
                         overlay_images = torch.as_tensor(overlay.sample(args.batch_size), device=device).float() if aux_step else None
+                        burst_updates += updates > 1
                         metrics |= update(agent, buffer.sample(args.batch_size), global_step, args, target_entropy, overlay_images)
                         if updates > 1 and time.time() - printed > QUIET_SECONDS:
                             print(f"step {global_step}/{args.total_timesteps}  first updates {i + 1}/{updates}, "
                                   f"{duration((time.time() - learn_start) / (i + 1) * (updates - i - 1))} to go", flush=True)
                             printed = time.time()
-            if stop.signum and global_step == args.learning_starts:  # an interrupted burst: abandon its step
+            if stop.signum and global_step == args.learning_starts:  # an interrupted burst: its updates so far are kept
                 break
 
             step = global_step + 1
@@ -1216,7 +1224,7 @@ def main(args):
         finished = step == args.total_timesteps and last_evaluated == step
         if saved_step != step:
             save_checkpoint(checkpoint_path, agent, args, step, wall_time_before + time.time() - started,
-                            buffer if args.save_buffer else None)
+                            buffer if args.save_buffer else None, burst_updates if step == args.learning_starts else 0)
         env.close()
         eval_envs.close()
         writer.close()

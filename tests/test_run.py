@@ -129,11 +129,13 @@ def toy_args(module, **overrides):
                                          buffer_size=500, eval_freq=20, save_freq=20, console_freq=10**6), **overrides})
 
 
-def test_an_interrupt_in_the_first_updates_burst_stops_after_the_update_in_flight(toy_envs, monkeypatch):
+@pytest.mark.parametrize("module", [sac, sgqn], ids=["sac_baseline", "sgqn"])
+def test_an_interrupt_in_the_first_updates_burst_keeps_its_updates_and_resume_finishes_it(toy_envs, monkeypatch, module):
     """SIGUSR1 (a scheduler's early warning) during the learning_starts burst: main() stops after
-    the update in flight, abandons the burst's step, restores the caller's signal handlers and
-    raises Interrupted(exit_code 138). A resume with the saved buffer makes the whole burst."""
-    steps, signalled, real_update = [], [], sac.update
+    the update in flight, checkpoints the 5 burst updates made, restores the caller's signal
+    handlers and raises Interrupted(exit_code 138). A resume with the saved buffer makes only the
+    burst's 95 remaining updates (a requeued job loses at most the update in flight)."""
+    steps, signalled, real_update = [], [], module.update
 
     def update(agent, batch, step, *rest):
         steps.append(step)
@@ -141,22 +143,24 @@ def test_an_interrupt_in_the_first_updates_burst_stops_after_the_update_in_fligh
             signalled.append(os.kill(os.getpid(), signal.SIGUSR1))
         return real_update(agent, batch, step, *rest)
 
-    monkeypatch.setattr(sac, "update", update)
+    monkeypatch.setattr(module, "update", update)
     previous = signal.getsignal(signal.SIGUSR1)
-    args = toy_args(sac, learning_starts=100, total_timesteps=110, eval_freq=1000, save_freq=1000, save_buffer=True)
-    with pytest.raises(sac.Interrupted) as interrupted:
-        sac.main(args)
+    args = toy_args(module, learning_starts=100, total_timesteps=110, eval_freq=1000, save_freq=1000, save_buffer=True)
+    with pytest.raises(module.Interrupted) as interrupted:
+        module.main(args)
     assert steps == [100] * 5  # stopped within one update of the signal
     assert (interrupted.value.signum, interrupted.value.step, interrupted.value.exit_code) == (signal.SIGUSR1, 100, 138)
     assert signal.getsignal(signal.SIGUSR1) is previous
     run_dir = os.path.dirname(interrupted.value.checkpoint)
     assert summary(run_dir)["status"] == "interrupted" and summary(run_dir)["step"] == 100
-    assert torch.load(interrupted.value.checkpoint, weights_only=False)["step"] == 100
+    state = torch.load(interrupted.value.checkpoint, weights_only=False)
+    assert (state["step"], state["burst_updates"]) == (100, 5)
 
     steps.clear()
-    sac.main(dataclasses.replace(args, resume=interrupted.value.checkpoint))
-    assert steps == [100] * 100 + list(range(101, 110))
+    module.main(dataclasses.replace(args, resume=interrupted.value.checkpoint))
+    assert steps == [100] * 95 + list(range(101, 110))
     assert summary(run_dir)["status"] == "finished"
+    assert torch.load(interrupted.value.checkpoint, weights_only=False)["burst_updates"] == 0
 
 
 def test_an_evaluation_cut_short_is_made_on_resume_once(toy_envs, monkeypatch):
@@ -275,6 +279,8 @@ BAD = [
     (dict(learning_starts=-1), "--learning-starts -1"),
     (dict(num_conv_layers=40), "--num-conv-layers 40 leaves no pixels"),
     (dict(video_hard_dir="/no/such/folder"), "--video-hard-dir /no/such/folder: no such folder"),
+    (dict(davis_dir="/no/such/folder", eval_modes=("distracting_cs_hard",)), "--davis-dir /no/such/folder: no such folder"),
+    (dict(env_id="hopper-hop", eval_modes=("distracting_cs_easy",)), "distracting_cs"),
     (dict(resume="missing.pt"), "checkpoint not found: missing.pt"),
     (dict(eval_checkpoint="corrupt.pt"), "cannot read checkpoint corrupt.pt"),
     (dict(resume="a.pt", eval_checkpoint="b.pt"), "not both"),
@@ -311,7 +317,7 @@ def test_cli_bad_input_exits_with_one_error_line(tmp_path):
     result = subprocess.run([sys.executable, os.path.join(ROOT, "sgqn.py"), "--eval-modes"], capture_output=True,
                             text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr.strip().splitlines() == [f"error: --eval-modes is empty: give one or more of {' '.join(envs.MODES)}"]
+    assert result.stderr.strip().splitlines() == [f"error: --eval-modes is empty: give one or more of {' '.join(envs.ALL_MODES)}"]
 
 
 # ----------------------------------------------------------------------------- signals and console

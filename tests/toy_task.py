@@ -134,8 +134,9 @@ class ToyReachEnv(gym.Env):
 
 
 def make_toy_env(env_id: str, seed: int, mode: str = "train", *, action_repeat=None, frame_stack: int = 3,
-                 image_size: int = 32, video_dir=None, camera_id=None) -> gym.Env:
-    """Drop-in for ``envs.make_env``; action_repeat / video_dir / camera_id are accepted and ignored."""
+                 image_size: int = 32, video_dir=None, intensity=None, davis_dir=None, camera_id=None) -> gym.Env:
+    """Drop-in for ``envs.make_env``; action_repeat / video_dir / intensity / davis_dir / camera_id are
+    accepted and ignored."""
     check_args(env_id, mode)
     return ToyReachEnv(env_id == "toy-reach_distract", seed, mode, frame_stack, image_size)
 
