@@ -4,6 +4,7 @@
     python benchmarks/update_speed.py --algorithm sac --steps 10 --threads 2
     python benchmarks/update_speed.py --algorithm sgqn --bf16 --compile --warmup 3
     python benchmarks/update_speed.py --algorithm sac --no-channels-last --default-allocator
+    python benchmarks/update_speed.py --algorithm sgqn --learning-preset     # the networks of benchmarks/learning.py
 
 Imports `sac_baseline` or `sgqn` (never copies their code), builds the full-size agent from the
 script's own `Args` defaults with walker-walk shapes (obs 9x84x84, 6 actions; SGQN quantile 0.95),
@@ -56,6 +57,8 @@ def parse_args():
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--learning-preset", action="store_true",
+                   help="the networks of benchmarks/learning.py's PRESET (4 convs x 16, projection 50, hidden 1024) instead of the paper's")
     p.add_argument("--default-allocator", action="store_true",
                    help="skip the script's keep_freed_memory() (glibc's defaults: freed activations go back to the OS)")
     return p.parse_args()
@@ -109,6 +112,9 @@ def main():
     torch.manual_seed(0)
 
     extra = {"sgqn_quantile": 0.95} if opts.algorithm == "sgqn" else {}
+    if opts.learning_preset:
+        from learning import PRESET
+        extra |= {k: v for k, v in PRESET.items() if k != "batch_size"}
     args = module.Args(batch_size=opts.batch_size, cuda=device.type == "cuda", **speed, **extra)
     agent = module.make_agent(OBS_SHAPE, ACTION_DIM, args, device)
     buffer = filled_buffer(module, device)

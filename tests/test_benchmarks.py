@@ -44,3 +44,23 @@ def test_overlay_speed_times_each_source_and_phase():
                          "folder (40 files, pool 40), first pass", "folder, steady state (0 reads/batch)"}, out
     assert all(ms > 0 for ms in rows.values())
     assert re.findall(r"pool: (\d+) MB", out) == ["1", "0"]  # 500 and 40 images of 24 x 24 x 3 bytes
+
+
+def test_learning_benchmark_trains_the_preset_prints_its_table_and_resumes(tmp_path):
+    """benchmarks/learning.py on the real cartpole, too short to update (100 agent steps): the
+    run uses the preset, its table is read back from evaluations.csv, and a larger --frames
+    extends the same run instead of starting again."""
+    def run(frames):
+        env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "OMP_NUM_THREADS": "1"}
+        return subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/learning.py"), "--env-id", "cartpole-balance",
+                               "--frames", str(frames), "--eval-every", "400", "--eval-episodes", "1"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
+
+    out = run(800)
+    assert "networks: 4 convs x 16 filters, projection 50, hidden 1024" in out
+    rows = re.findall(r"^\s+(\d+)\s+(\d+\.\d) \+-\s+0\.0$", out, re.M)
+    assert [int(frames) for frames, _ in rows] == [400, 800]
+    assert re.search(rf"^learned: (yes|no) \(train return {rows[-1][1]} at 800 frames; threshold 500\)$", out, re.M)
+    out = run(1200)
+    assert "resumed at step 100" in out
+    assert [int(f) for f, _ in re.findall(r"^\s+(\d+)\s+(\d+\.\d) \+-\s+0\.0$", out, re.M)] == [400, 800, 1200]

@@ -1,0 +1,112 @@
+"""Does it learn? Train the learning preset on a real DeepMind Control task and print the
+evaluation return at every evaluation. Not a CI test: one DrQ run of 100k frames on
+cartpole-swingup takes hours on a 2-core CPU (SGQN about 3x more; see README "Learning on
+DeepMind Control" for what has been measured).
+
+    python benchmarks/learning.py                                    # DrQ, cartpole-swingup, 100k frames
+    python benchmarks/learning.py --algorithm sgqn
+    python benchmarks/learning.py --algorithm drq --env-id cartpole-balance --frames 40000 --seed 2
+
+It calls the script's own `main(Args(...))` (never a copy of its code) with PRESET below, the
+preset of README's "Quick look on a laptop" and of the results study, in the run folder
+`runs/learning/{env_id}__{algorithm}__{seed}`. Re-running the same command resumes that run from
+its checkpoint and replay buffer (Ctrl-C is safe), and a larger `--frames` extends it; `--fresh`
+starts it again. The table is read back from the run's
+`evaluations.csv`: frames, then mean +- std of the deterministic policy's return per mode. The
+last line is `learned: yes|no (...)`: yes when the last train-mode evaluation is above
+`--threshold` (500: what DrQ reaches on cartpole-swingup by 100k frames, Kostrikov et al. 2021,
+report 759 +- 92).
+"""
+import argparse
+import csv
+import dataclasses
+import importlib
+import os
+import shutil
+import sys
+from collections import defaultdict
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# The learning preset: DrQ's encoder depth (4 convs, first stride 2) at half its width, DrQ's
+# projection (50) and heads (1024), batch 128, the scripts' defaults for everything else
+# (lr 1e-3, initial temperature 0.1, action repeat 8 on cartpole, 1000 random steps).
+PRESET = dict(num_conv_layers=4, num_filters=16, projection_dim=50, hidden_dim=1024, batch_size=128)
+# What the algorithm names mean: the script and the flags that make the method.
+METHODS = {"drq": ("sac_baseline", dict(augmentation="shift")),
+           "sac": ("sac_baseline", dict(augmentation="none")),
+           "sgqn": ("sgqn", {})}
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--algorithm", choices=sorted(METHODS), default="drq")
+    p.add_argument("--env-id", default="cartpole-swingup")
+    p.add_argument("--frames", type=int, default=100_000, help="training frames (agent steps x action repeat)")
+    p.add_argument("--eval-every", type=int, default=10_000, help="frames between evaluations")
+    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--eval-modes", nargs="+", default=["train"])
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--threshold", type=float, default=500.0, help="train-mode return that counts as learned")
+    p.add_argument("--runs-dir", default=os.path.join("runs", "learning"))
+    p.add_argument("--fresh", action="store_true", help="delete the run folder first instead of resuming it")
+    return p.parse_args()
+
+
+def read_evaluations(path):
+    """{frames: {mode: [episode returns]}} from a run's evaluations.csv."""
+    table = defaultdict(lambda: defaultdict(list))
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            table[int(row["frames"])][row["mode"]].append(float(row["return"]))
+    return table
+
+
+def main():
+    cli = parse_args()
+    import envs
+
+    script_name, method_flags = METHODS[cli.algorithm]
+    script = importlib.import_module(script_name)
+    action_repeat = envs.default_action_repeat(cli.env_id)
+    steps = cli.frames // action_repeat
+    run_name = f"{cli.env_id}__{cli.algorithm}__{cli.seed}"
+    run_dir = os.path.join(cli.runs_dir, run_name)
+    if cli.fresh:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    args = script.Args(**PRESET, **method_flags, exp_name=cli.algorithm, env_id=cli.env_id, seed=cli.seed,
+                       total_timesteps=steps, save_buffer=True,
+                       eval_freq=max(1, cli.eval_every // action_repeat), eval_episodes=cli.eval_episodes,
+                       eval_modes=tuple(cli.eval_modes), save_freq=max(1, cli.eval_every // action_repeat),
+                       run_name=run_name, runs_dir=cli.runs_dir)
+    checkpoint = os.path.join(run_dir, "checkpoint.pt")
+    if os.path.exists(checkpoint):
+        args = dataclasses.replace(args, resume=checkpoint)
+    print(f"{cli.algorithm} ({script_name}.py) on {cli.env_id}, {cli.frames} frames = {steps} agent steps, "
+          f"preset {' '.join(f'--{k.replace(chr(95), chr(45))} {v}' for k, v in PRESET.items())}", flush=True)
+    try:
+        script.main(args)
+    except envs.ConfigError as e:
+        sys.exit(f"error: {e}")
+    except script.Interrupted as e:
+        sys.exit(e.exit_code)
+
+    table = read_evaluations(os.path.join(run_dir, "evaluations.csv"))
+    print(f"\n{'frames':>8}  " + "  ".join(f"{m:>18}" for m in cli.eval_modes))
+    for frames in sorted(table):
+        cells = [f"{np.mean(r):8.1f} +- {np.std(r):6.1f}" if (r := table[frames].get(m)) else f"{'-':>18}"
+                 for m in cli.eval_modes]
+        print(f"{frames:>8}  " + "  ".join(cells))
+    last = table[max(table)].get("train") if table else None
+    if last is None:
+        print("learned: unknown (no train-mode evaluation)")
+    else:
+        verdict = "yes" if np.mean(last) > cli.threshold else "no"
+        print(f"learned: {verdict} (train return {np.mean(last):.1f} at {max(table)} frames; threshold {cli.threshold:.0f})")
+
+
+if __name__ == "__main__":
+    main()
