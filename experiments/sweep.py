@@ -333,10 +333,10 @@ def run_state(run, record, live):
     summary = read_json(os.path.join(run.run_dir, "summary.json")) or {}
     if finished(run):
         return "done", f"{summary['step']}/{total} steps in {summary.get('wall_time_s', 0) / 60:.1f} min"
-    step = max(last_step(run), summary.get("step", 0))
+    step = max(last_step(run), summary.get("step", 0))  # the last evaluation or checkpoint: a floor on its progress
     if live:
         log = f"; log {record['log']}" if record.get("log") else ""
-        return live, f"evaluated at step {step}/{total}{log}" if step else log.lstrip("; ")
+        return live, f"past step {step}/{total}{log}" if step else log.lstrip("; ")
     error = job_error(record)
     if error:
         return "failed", f"{error}; log {record['log']}"

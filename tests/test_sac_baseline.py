@@ -192,6 +192,33 @@ def test_actor_step_leaves_conv_stack_alone_and_critic_step_trains_it():
     assert not all(torch.equal(a, b) for a, b in zip(conv_before, agent.critic.conv.parameters()))
 
 
+def test_temperature_and_actor_move_the_right_way():
+    """The signs of the two policy-side gradients (SAC, eqs. 17-18): the temperature falls while the
+    policy's entropy is above the target and rises while it is below; the actor's steps raise the
+    critic's value of the policy's actions (critic fixed)."""
+    torch.manual_seed(0)
+    args = tiny_args()
+    agent = sac.make_agent((9, 32, 32), 2, args, "cpu")
+    buffer, _ = collect("toy-reach", 100)
+    obs = buffer.sample(32)[0]
+    for target_entropy, moves in ((-100.0, -1), (100.0, +1)):
+        before = agent.log_alpha.item()
+        sac.update_actor_and_alpha(agent, obs, target_entropy)
+        assert (agent.log_alpha.item() - before) * moves > 0
+
+    def value_of_mean_action():
+        with torch.no_grad():
+            features = agent.critic.conv(obs)
+            mean, _ = agent.actor(features)
+            return torch.min(*agent.critic.heads(features, torch.tanh(mean))).mean().item()
+
+    agent.log_alpha.data.fill_(math.log(1e-4))  # the entropy term aside: only the critic's value pulls
+    before = value_of_mean_action()
+    for _ in range(20):
+        sac.update_actor_and_alpha(agent, obs, -2.0)
+    assert value_of_mean_action() > before + 1e-3
+
+
 def test_returned_losses_hold_no_graph():
     """The losses sit in `metrics` until they are logged: with their graphs they would keep every
     activation of the actor step alive until the next one."""
