@@ -48,6 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import envs  # noqa: E402
 
 CSV_HEADER = ["step", "frames", "mode", "episode", "return"]
+RETURN_RANGE = (0.0, 1000.0)  # a DMC episode: 1000 physics steps, each rewarded in [0, 1]
 
 
 @dataclasses.dataclass
@@ -394,7 +395,8 @@ def aggregates_text(scores: dict, pois: dict, cells: dict, reps: int, seed: int)
 # ---------------------------------------------------------------------------------------------
 def learning_curve(runs: list[Run], mode: str) -> tuple[np.ndarray, ...]:
     """Frames, mean over seeds and its 95% Student-t band at every step some run evaluated `mode`
-    (a step with one seed has no band)."""
+    (a step with one seed has no band). The band is clipped to DMC's return range [0, 1000]: with
+    2-3 seeds the t interval is wide enough to reach far outside what any policy can score."""
     steps = sorted(set().union(*(r.returns.get(mode, {}) for r in runs)))
     frames, mean, low, high = [], [], [], []
     for step in steps:
@@ -403,8 +405,8 @@ def learning_curve(runs: list[Run], mode: str) -> tuple[np.ndarray, ...]:
                 if len(seeds) > 1 else 0.0)
         frames.append(next(r.frames[step] for r in runs if step in r.frames))
         mean.append(seeds.mean())
-        low.append(seeds.mean() - half)
-        high.append(seeds.mean() + half)
+        low.append(max(seeds.mean() - half, RETURN_RANGE[0]))
+        high.append(min(seeds.mean() + half, RETURN_RANGE[1]))
     return np.array(frames), np.array(mean), np.array(low), np.array(high)
 
 

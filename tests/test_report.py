@@ -245,6 +245,23 @@ def test_interval_coverage_is_near_95_percent():
     assert hits >= 25  # expected ~27-28 (percentile bootstrap with 8 seeds a task runs a bit narrow)
 
 
+def test_curve_band_is_the_t_interval_clipped_to_the_return_range(tmp_path):
+    """Three close seeds: the Student-t interval itself. Two far-apart seeds: the interval reaches
+    past 0 and 1000, and is cut there. One seed: no band."""
+    returns = {1: (500, 100, 50), 2: (520, 900, 150), 3: (540, None, 100)}  # seed: returns at steps 1000, 2000, 3000
+    for seed, values in returns.items():
+        rows = [(step, "train", ep, value) for step, value in zip((1000, 2000, 3000), values) if value is not None
+                for ep in range(2)]
+        write_run(tmp_path, f"cartpole-swingup__drq__{seed}", "drq", "cartpole-swingup", seed, rows)
+    runs, _ = report.load_runs(tmp_path)
+    frames, mean, low, high = report.learning_curve(runs, "train")
+    assert frames.tolist() == [8000, 16000, 24000] and mean.tolist() == pytest.approx([520, 500, 100])
+    half = scipy.stats.t.ppf(0.975, 2) * 20 / math.sqrt(3)
+    assert (low[0], high[0]) == pytest.approx((520 - half, 520 + half))
+    assert (low[1], high[1]) == (0.0, 1000.0)  # 500 +- 12.7 * 400 / sqrt(2)
+    assert low[2] == 0.0 and high[2] == pytest.approx(100 + scipy.stats.t.ppf(0.975, 2) * 50 / math.sqrt(3))  # cut at 0 only
+
+
 def test_cli_writes_table_aggregates_and_readable_plots(sweep, tmp_path):
     out = tmp_path / "report"
     result = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "report.py"), str(sweep),
