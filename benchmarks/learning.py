@@ -8,7 +8,7 @@ DeepMind Control" for what has been measured).
     python benchmarks/learning.py --algorithm drq --env-id cartpole-balance --frames 40000 --seed 2
 
 It calls the script's own `main(Args(...))` (never a copy of its code) with PRESET below, the
-preset of README's "Quick look on a laptop" and of the results study, in the run folder
+preset of the results study (README "Results so far"), in the run folder
 `runs/learning/{env_id}__{algorithm}__{seed}`. Re-running the same command resumes that run from
 its checkpoint and replay buffer (Ctrl-C is safe), and a larger `--frames` extends it; `--fresh`
 starts it again. The table is read back from the run's
