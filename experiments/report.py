@@ -8,7 +8,7 @@ groups the runs by method (`exp_name`) and task (`env_id`), and writes into `--o
                        is mean ± std over seeds of each seed's mean evaluation return, with the
                        number of seeds, at the last step that every run of the cell evaluated (or
                        `--step`); an average row. Then per method and task: every mode, the
-                       generalization gap (train - video_hard) and the wall time per run; one line
+                       generalization gap (train - video_hard) and the wall time per finished run; one line
                        per run; and what was left out.
   aggregates.md        per mode, across tasks and seeds: IQM and mean of return / 1000 with 95%
                        stratified-bootstrap confidence intervals, and the probability of improvement
@@ -292,14 +292,15 @@ def results_tables(runs: list[Run], cells: dict, messages: list[str]) -> str:
                 hard_means = dict(zip((r.name for r in hard.runs), hard.means))
                 gaps = np.array([t - hard_means[r.name] for r, t in zip(train.runs, train.means) if r.name in hard_means])
                 gap = mean_std(gaps) if len(gaps) else "n/a"
-            times = [t for t in map(wall_time, group) if t is not None]
+            # A run's cost is known once it finished: a stopped run's wall time is only part of it.
+            times = [t for r in group if (r.summary or {}).get("status") == "finished" and (t := wall_time(r)) is not None]
             wall = "n/a" if not times else duration(np.mean(times)) + (
                 f" ({len(times)} of {len(group)} runs)" if len(times) < len(group) else "")
             rows.append(row + [gap, wall])
     text += ["## Per method", "",
              "Each mode's return as above, the generalization gap (train - video_hard, per seed, then mean ± std",
-             "over seeds) and the mean wall time per run (from summary.json; n/a for runs without one).", "",
-             markdown_table(["method", "task", "runs"] + modes + ["gap (train - video_hard)", "wall time per run"], rows),
+             "over seeds) and the mean wall time of the finished runs (from summary.json; n/a if none finished).", "",
+             markdown_table(["method", "task", "runs"] + modes + ["gap (train - video_hard)", "wall time per finished run"], rows),
              ""]
 
     rows = []

@@ -262,6 +262,19 @@ def test_curve_band_is_the_t_interval_clipped_to_the_return_range(tmp_path):
     assert low[2] == 0.0 and high[2] == pytest.approx(100 + scipy.stats.t.ppf(0.975, 2) * 50 / math.sqrt(3))  # cut at 0 only
 
 
+def test_wall_time_per_run_counts_finished_runs_only(tmp_path):
+    """A stopped run's wall time is part of its cost: averaging it in would understate a run's cost."""
+    rows = [(3000, mode, ep, 500.0) for mode in MODES for ep in range(2)]
+    write_run(tmp_path, "cartpole-swingup__drq__1", "drq", "cartpole-swingup", 1, rows, finished(3 * 3600.0))
+    write_run(tmp_path, "cartpole-swingup__drq__2", "drq", "cartpole-swingup", 2, rows,
+              {**finished(600.0), "status": "interrupted", "step": 3000})
+    runs, messages = report.load_runs(tmp_path)
+    cells, more = report.make_cells(runs)
+    table = report.results_tables(runs, cells, messages + more)
+    per_method = next(line for line in table.splitlines() if line.startswith("| drq "))
+    assert per_method.rstrip(" |").endswith("3.0 h (1 of 2 runs)")
+
+
 def test_cli_writes_table_aggregates_and_readable_plots(sweep, tmp_path):
     out = tmp_path / "report"
     result = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "report.py"), str(sweep),
