@@ -31,6 +31,7 @@ import difflib
 import importlib
 import io
 import json
+import logging
 import os
 import pickle
 import re
@@ -219,6 +220,9 @@ class TrainingRun(submitit.helpers.Checkpointable):
 
     def __call__(self):
         signal.signal(signal.SIGTERM, exit_on_signal)  # main() saves and stops on it while it trains
+        # submitit logs through its own handler; a library the run imports configures the root
+        # logger too, which would print every submitit line a second time.
+        logging.getLogger("submitit").propagate = False
         if finished(self):
             return self.run_dir
         module = load_script(self.script)

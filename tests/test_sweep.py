@@ -98,6 +98,7 @@ def test_killed_sweep_relaunches_and_finishes_every_run_once(tmp_path):
         assert f"resume  {run}" in relaunch.stdout
         log = open(json.load(open(runs_dir / "jobs" / f"{run}.json"))["log"]).read()
         assert f"resumed at step {step}" in log, log
+        assert "INFO:submitit:" not in log, log  # submitit's lines once, not again through the root logger
     assert_finished_once(runs_dir)
     assert set(status_lines(tmp_path).values()) == {"done"}
 
