@@ -1,10 +1,12 @@
-"""The update benchmark runs from a clean checkout and prints what the README quotes."""
+"""The benchmarks run from a clean checkout and print what the README quotes."""
 
+import importlib.util
 import os
 import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,3 +66,48 @@ def test_learning_benchmark_trains_the_preset_prints_its_table_and_resumes(tmp_p
     out = run(1200)
     assert "resumed at step 100" in out
     assert [int(f) for f, _ in re.findall(r"^\s+(\d+)\s+(\d+\.\d) \+-\s+0\.0$", out, re.M)] == [400, 800, 1200]
+
+
+def load_benchmark(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_representation_readout_reads_what_the_features_hold():
+    """The probe's R^2: near 1 for a target the features hold (through a nonlinearity, as a pole
+    angle is held), near 0 for one they do not."""
+    probe = load_benchmark("representation_probe")
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(2000, 8))
+    targets = np.stack([np.tanh(features[:, 0]) * features[:, 1], features[:, 2], rng.normal(size=2000)], axis=1)
+    r2 = probe.readout_r2(features, targets, steps=1500)
+    assert r2.shape == (3,)
+    assert r2[0] > 0.85 and r2[1] > 0.95, r2
+    assert abs(r2[2]) < 0.15, r2
+
+
+def test_representation_probe_reads_a_real_checkpoint(tmp_path):
+    """End to end on a real cartpole checkpoint of a tiny run: the checkpoint's own networks, one
+    row per state dimension of the task, R^2 at most 1; a file that is not a checkpoint is a
+    one-line error."""
+    import sac_baseline as sac
+
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "OMP_NUM_THREADS": "1"}
+    args = sac.Args(env_id="cartpole-balance", total_timesteps=20, learning_starts=10, eval_freq=20, eval_episodes=1,
+                    eval_modes=("train",), num_conv_layers=2, num_filters=8, projection_dim=16, hidden_dim=32,
+                    batch_size=8, buffer_size=100, runs_dir=str(tmp_path / "runs"), run_name="probe_me")
+    checkpoint = os.path.join(sac.main(args), "checkpoint.pt")
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/representation_probe.py"), checkpoint,
+                          "--frames", "400", "--readout-steps", "50"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert "sac_baseline checkpoint at step 20 (160 frames), cartpole-balance; 50 random-action stacks" in out, out
+    rows = re.findall(r"^(\S+)\s+(-?\d+\.\d\d)\s+(-?\d+\.\d\d)$", out, re.M)
+    assert [name for name, _, _ in rows] == ["position[0]", "position[1]", "position[2]", "velocity[0]", "velocity[1]"]
+    assert all(float(a) <= 1 and float(b) <= 1 for _, a, b in rows)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    err = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/representation_probe.py"), str(bad)],
+                         cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert err.returncode == 1 and err.stderr.count("\n") == 1 and "cannot read checkpoint" in err.stderr, err.stderr
