@@ -100,7 +100,8 @@ def main():
     try:  # loaded once: a checkpoint with its replay buffer is hundreds of MB
         state = torch.load(cli.checkpoint, map_location="cpu", weights_only=False)
         algorithm = state["algorithm"]
-        assert algorithm in ("sac_baseline", "sgqn")
+        if algorithm not in ("sac_baseline", "sgqn"):  # an explicit check (an assert vanishes under python -O)
+            raise ValueError(algorithm)
         script = importlib.import_module(algorithm)
     except Exception as e:
         sys.exit(f"error: cannot read checkpoint {cli.checkpoint} ({type(e).__name__}): is it a checkpoint.pt of sac_baseline.py or sgqn.py?")
