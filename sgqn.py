@@ -1194,7 +1194,10 @@ def main(args):
                 # An interrupted burst resumes where it stopped (burst_updates were done before the checkpoint).
                 updates, learn_start = args.learning_starts - burst_updates if global_step == args.learning_starts else 1, time.time()
                 updating_since = updating_since or global_step + 1
-                with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
+                # No weight cache: autocast keeps the bf16 copy of a weight it made until the context
+                # exits, so later forward passes (the rest of the burst, the actor after the critic's
+                # step) would use weights from before the optimiser steps; the critic diverged.
+                with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16, cache_enabled=False):
                     for i in range(updates):
                         if stop.signum:
                             break

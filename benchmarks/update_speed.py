@@ -136,7 +136,7 @@ def main():
         timer.sync()
         t = time.perf_counter()
         batch = buffer.sample(args.batch_size)
-        with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):  # as main() does
+        with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16, cache_enabled=False):  # as main() does
             if aux_freq:
                 images = make_overlay() if step % aux_freq == 0 else None
                 module.update(agent, batch, step, args, target_entropy, images)

@@ -336,6 +336,21 @@ def test_without_its_two_terms_sgqn_trains_exactly_like_sac_with_shift(toy_envs)
     assert read_evaluations(other) != sac_evaluations
 
 
+def test_bf16_burst_trains_the_current_weights(toy_envs):
+    """As in test_sac_baseline: the first-updates burst in bf16 (critic, actor and aux steps in one
+    autocast context, no weight cache) must end near the same burst in fp32."""
+    def critic_after_burst(bf16):
+        run_dir = sgqn.main(tiny_args(env_id="toy-reach_distract", seed=2, learning_starts=100, total_timesteps=101,
+                                      eval_freq=1000, eval_episodes=1, eval_modes=("train",), buffer_size=500, bf16=bf16,
+                                      run_name=f"burst_bf16_{bf16}"))
+        critic = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)["agent"]["critic"]
+        return torch.cat([value.flatten() for value in critic.values()])
+
+    fp32, bf16 = critic_after_burst(False), critic_after_burst(True)
+    # Relative distance of the critic's weights: 0.04 measured; 1.1 with autocast's weight cache on.
+    assert 0 < (bf16 - fp32).norm() / fp32.norm() < 0.3
+
+
 def read_evaluations(run_dir):
     with open(os.path.join(run_dir, "evaluations.csv")) as f:
         return [tuple(line.strip().split(",")) for line in f][1:]
