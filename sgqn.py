@@ -836,14 +836,15 @@ def as_flag(name, value):
     return f"{flag} {' '.join(map(str, value)) if isinstance(value, tuple) else value}"
 
 
-def merged_args(args, state, path, changeable):
+def merged_args(args, state, path, changeable, fresh=()):
     """The args a checkpoint was trained with, where the command line changes only the `changeable`
-    fields (a flag counts as given when it differs from its default). A given flag that contradicts
-    the checkpoint on any other field is a one-line error naming it and the checkpoint's value."""
+    fields (a flag counts as given when it differs from its default) and always sets the `fresh`
+    ones. A given flag that contradicts the checkpoint on any other field is a one-line error naming
+    it and the checkpoint's value."""
     saved, merged, conflicts = state["args"], {}, []
     for field in dataclasses.fields(Args):
         name, given = field.name, getattr(args, field.name)
-        if name in ("resume", "eval_checkpoint", "eval_csv") or name not in saved:
+        if name in ("resume", "eval_checkpoint", "eval_csv") + fresh or name not in saved:
             merged[name] = given
         elif given == field.default or given == saved[name]:
             merged[name] = saved[name]
@@ -871,7 +872,9 @@ def checked_args(args):
         if args.runs_dir == resumed["args"].get("runs_dir", Args.runs_dir):  # not moved: continue beside the checkpoint
             args.runs_dir, args.run_name = os.path.split(os.path.dirname(args.resume) or ".")
     elif evaluated:
-        args = merged_args(args, evaluated, args.eval_checkpoint, RESUMABLE + ("seed",))
+        # An evaluation is asked for afresh: its modes and episodes are the command line's (or their
+        # defaults), never those the run was evaluated with while training.
+        args = merged_args(args, evaluated, args.eval_checkpoint, RESUMABLE + ("seed",), fresh=("eval_episodes", "eval_modes"))
         args.eval_csv = args.eval_csv or os.path.join(os.path.dirname(args.eval_checkpoint), f"eval_checkpoint_step{evaluated['step']}.csv")
     else:
         args = dataclasses.replace(args, run_name=args.run_name or f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")

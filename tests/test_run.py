@@ -244,6 +244,10 @@ def test_eval_checkpoint_takes_env_and_architecture_from_the_checkpoint(toy_envs
     np.testing.assert_array_equal([float(r["return"]) for r in rows], np.concatenate([returns["train"], returns["color_hard"]]))
     with pytest.raises(envs.ConfigError, match=r"--hidden-dim 64 \(checkpoint: 32\)"):
         module.main(module.Args(eval_checkpoint=checkpoint, hidden_dim=64))
+    # The run was evaluated on train only, 1 episode; an evaluation asked with the defaults gets the
+    # defaults (all five modes, 10 episodes), not the run's settings (they were kept: a defect).
+    returns = module.main(module.Args(eval_checkpoint=checkpoint, eval_csv=os.path.join(run_dir, "defaults.csv")))
+    assert {mode: len(r) for mode, r in returns.items()} == {mode: 10 for mode in envs.MODES}
 
 
 def test_the_buffer_and_the_overlay_draw_from_independent_streams(toy_envs, monkeypatch):
