@@ -20,8 +20,11 @@ groups the runs by method (`exp_name`) and task (`env_id`), and writes into `--o
     python experiments/report.py runs/ --out report/
     python experiments/report.py runs/ --out report/ --step 12500 --reps 5000
 
-Partial sweeps (runs still going, unequal seeds, missing modes, runs without evaluations yet,
-malformed files) are reported as far as they go, with one line for each thing left out and why.
+A run's `eval_checkpoint_step{N}.csv` files (`--eval-checkpoint` evaluations of its checkpoints,
+made after training, e.g. on modes it did not evaluate while training) fill the modes and steps its
+`evaluations.csv` lacks; its own evaluations count where it has both. Partial sweeps (runs still
+going, unequal seeds, missing modes, runs without evaluations yet, malformed files) are reported as
+far as they go, with one line for each thing left out, or taken from elsewhere, and why.
 """
 import dataclasses
 import itertools
@@ -95,22 +98,15 @@ class Cell:
 # ---------------------------------------------------------------------------------------------
 # Reading runs
 # ---------------------------------------------------------------------------------------------
-def read_run(folder: Path, name: str) -> tuple[Run | None, list[str]]:
-    """The run in `folder`, or None; and one line for each thing of it that was left out."""
-    try:
-        args = json.loads((folder / "args.json").read_text())
-        method, env_id, seed = str(args["exp_name"]), str(args["env_id"]), int(args["seed"])
-    except (OSError, ValueError, TypeError, KeyError) as e:
-        problem = f"no field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
-        return None, [f"skipped {name}: args.json unreadable ({problem})"]
-    if not (folder / "evaluations.csv").exists():
-        return None, [f"skipped {name}: no evaluations.csv yet"]
+def read_evaluations(path: Path, name: str) -> tuple[dict | None, dict, list[str]]:
+    """{(mode, step, episode): return} and {step: frames} of one evaluations CSV (None if the file
+    is unusable), and one line for each thing of it that was left out."""
     # Plain comma splitting (the format has no quoting): a line cut short by a hard kill, or bytes
     # that are not text, make that one line malformed rather than the whole file unreadable.
-    lines = (folder / "evaluations.csv").read_text(errors="replace").splitlines()
+    lines = path.read_text(errors="replace").splitlines()
     if not lines or lines[0].split(",") != CSV_HEADER:
         found = f"'{lines[0][:60]}'" if lines else "nothing (an empty file)"
-        return None, [f"skipped {name}: evaluations.csv starts with {found}, expected '{','.join(CSV_HEADER)}'"]
+        return None, {}, [f"{path.name} starts with {found}, expected '{','.join(CSV_HEADER)}'"]
     episodes, frames, bad_lines = {}, {}, []
     for line, row in enumerate((text.split(",") for text in lines[1:]), start=2):
         try:
@@ -125,7 +121,38 @@ def read_run(folder: Path, name: str) -> tuple[Run | None, list[str]]:
     notes = []
     if bad_lines:
         shown = ", ".join(map(str, bad_lines[:5])) + (", ..." if len(bad_lines) > 5 else "")
-        notes.append(f"ignored {len(bad_lines)} malformed line(s) of {name}/evaluations.csv (line {shown})")
+        notes.append(f"ignored {len(bad_lines)} malformed line(s) of {name}/{path.name} (line {shown})")
+    return episodes, frames, notes
+
+
+def read_run(folder: Path, name: str) -> tuple[Run | None, list[str]]:
+    """The run in `folder`, or None; and one line for each thing of it that was left out."""
+    try:
+        args = json.loads((folder / "args.json").read_text())
+        method, env_id, seed = str(args["exp_name"]), str(args["env_id"]), int(args["seed"])
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        problem = f"no field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+        return None, [f"skipped {name}: args.json unreadable ({problem})"]
+    if not (folder / "evaluations.csv").exists():
+        return None, [f"skipped {name}: no evaluations.csv yet"]
+    episodes, frames, notes = read_evaluations(folder / "evaluations.csv", name)
+    if episodes is None:
+        return None, [f"skipped {name}: {notes[0]}"]
+    # Evaluations of a saved checkpoint made after training (`--eval-checkpoint`, e.g. on modes
+    # the run did not evaluate while training) fill the (mode, step) pairs the run's own lack.
+    for path in sorted(folder.glob("eval_checkpoint_step*.csv")):
+        extra, extra_frames, extra_notes = read_evaluations(path, name)
+        if extra is None:
+            notes.append(f"ignored {name}/{extra_notes[0]}")
+            continue
+        notes += extra_notes
+        evaluated = {(mode, step) for mode, step, _ in episodes}
+        added = {(mode, step) for mode, step, _ in extra} - evaluated
+        episodes |= {key: ret for key, ret in extra.items() if key[:2] in added}
+        frames |= {step: extra_frames[step] for _, step in added}
+        for step in sorted({step for _, step in added}):
+            modes = [mode for mode in envs.MODES if (mode, step) in added] + sorted(m for m, s in added if s == step and m not in envs.MODES)
+            notes.append(f"took {', '.join(modes)} at step {step} of {name} from {path.name} (its checkpoint, evaluated after training)")
     if not episodes:
         return None, notes + [f"skipped {name}: no evaluations yet"]
     returns = {}

@@ -185,6 +185,35 @@ def test_step_flag_reports_that_step_and_leaves_out_runs_without_it(sweep):
     assert {c.step for c in cells.values()} == {1000} and len(cells["walker-walk", "sgqn", "train"].means) == 3
 
 
+def test_checkpoint_evaluations_fill_the_modes_a_run_did_not_evaluate(tmp_path):
+    """A run evaluated on train only while training, whose final checkpoint was evaluated on every
+    mode afterwards (`--eval-checkpoint` writes eval_checkpoint_step{N}.csv beside it): the report
+    takes the modes it lacks at that step from there, and keeps its own evaluations where it has them."""
+    rng = np.random.default_rng(3)
+    steps = [1000, 2000, 3000]
+    trained = write_run(tmp_path, "a", "drq", "cartpole-swingup", 1, eval_rows(rng, "drq", "cartpole-swingup", steps, modes=("train",)))
+    write_run(tmp_path, "b", "drq", "cartpole-swingup", 2, eval_rows(rng, "drq", "cartpole-swingup", steps))
+    later = {mode: [100.0 * i + ep for ep in range(10)] for i, mode in enumerate(MODES)}  # 10 episodes, not 4
+    with open(trained / "eval_checkpoint_step3000.csv", "w") as f:
+        f.write("step,frames,mode,episode,return\n")
+        f.writelines(f"3000,24000,{mode},{ep},{ret}\n" for mode in MODES for ep, ret in enumerate(later[mode]))
+    (trained / "eval_checkpoint_step2000.csv").write_text("mode,return\ntrain,1.0\n")
+    runs, messages = report.load_runs(tmp_path)
+    run = runs[0]
+    assert sorted(run.returns) == sorted(MODES) and run.frames[3000] == 24000
+    for mode in MODES[1:]:
+        assert set(run.returns[mode]) == {3000}
+        np.testing.assert_array_equal(run.returns[mode][3000], later[mode])
+    assert run.returns["train"][3000].tolist() != later["train"] and len(run.returns["train"][3000]) == 4  # its own
+    assert messages == ["ignored a/eval_checkpoint_step2000.csv starts with 'mode,return', expected 'step,frames,mode,episode,return'",
+                        "took color_easy, color_hard, video_easy, video_hard at step 3000 of a from eval_checkpoint_step3000.csv "
+                        "(its checkpoint, evaluated after training)"]
+    cells, _ = report.make_cells(runs)
+    for mode in MODES[1:]:
+        assert cells["cartpole-swingup", "drq", mode].step == 3000
+        assert cells["cartpole-swingup", "drq", mode].means[0] == np.mean(later[mode])
+
+
 def true_sweep(root, rng, seeds=10, shift=100.0):
     """3 tasks x 2 methods x `seeds` seeds, train only, one evaluation of 5 episodes; a seed's mean
     return ~ N(mu_task (+ shift for sgqn), 60^2 + 20^2/5). Per method the pooled scores are symmetric
