@@ -156,7 +156,7 @@ class Args:
     channels_last: bool = True
     """keep conv weights and activations channels-last (NHWC): the same maths in a faster memory layout (--no-channels-last for NCHW)"""
     bf16: bool = False
-    """run the networks under bfloat16 autocast when updating and acting: activations and matmul inputs lose precision (8 bits of mantissa); weights, losses and optimiser state stay fp32"""
+    """run the networks under bfloat16 autocast when updating and acting: activations and matmul inputs lose precision (8 bits of mantissa); weights, losses and optimiser state stay fp32. For SGQN, not advised: with the 4 x 16 preset its encoder collapsed in the first updates on 2 of 3 seeds in bf16, none in fp32 (README, "The results study")"""
     compile: bool = False
     """torch.compile the conv stacks, projections, heads, actor and decoder (each separately, as the updates call them): the same maths with fused elementwise ops; the first updates compile (about a minute on 2 CPU cores)"""
 
