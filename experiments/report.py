@@ -1,7 +1,8 @@
 """Report of a sweep: the paper's table, aggregate scores with confidence intervals, and plots.
 
 Reads every run folder under RUNS_DIR (searched recursively: a folder with `args.json` and
-`evaluations.csv`, as `sgqn.py` and `sac_baseline.py` write them; TensorBoard files are not read),
+`evaluations.csv`, as `sgqn.py` and `sac_baseline.py` write them; TensorBoard files are not read;
+several RUNS_DIRs, e.g. sweeps made on different machines, are read as one),
 groups the runs by method (`exp_name`) and task (`env_id`), and writes into `--out`:
 
   table.md             the paper's layout: one row per task, one column per method and mode; a cell
@@ -19,6 +20,7 @@ groups the runs by method (`exp_name`) and task (`env_id`), and writes into `--o
 
     python experiments/report.py runs/ --out report/
     python experiments/report.py runs/ --out report/ --step 12500 --reps 5000
+    python experiments/report.py cluster_a/runs cluster_b/runs --out report/
 
 A run's `eval_checkpoint_step{N}.csv` files (`--eval-checkpoint` evaluations of its checkpoints,
 made after training, e.g. on modes it did not evaluate while training) fill the modes and steps its
@@ -56,8 +58,8 @@ RETURN_RANGE = (0.0, 1000.0)  # a DMC episode: 1000 physics steps, each rewarded
 
 @dataclasses.dataclass
 class Args:
-    runs_dir: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUNS_DIR")]
-    """folder holding the run folders (searched recursively for `args.json`)"""
+    runs_dirs: Annotated[list[str], tyro.conf.Positional, tyro.conf.arg(metavar="RUNS_DIR...", help_behavior_hint="(required)")]
+    """folders holding the run folders (searched recursively for `args.json`); one or more"""
     out: str = "report"
     """folder to write table.md, aggregates.md and the PNG plots into (created if missing)"""
     step: int | None = None
@@ -72,7 +74,7 @@ class Args:
 class Run:
     """One training run as its files describe it."""
 
-    name: str  # folder, relative to RUNS_DIR
+    name: str  # folder, relative to RUNS_DIR (prefixed with it when several are read)
     method: str  # args.json's exp_name
     env_id: str
     seed: int
@@ -172,14 +174,21 @@ def read_run(folder: Path, name: str) -> tuple[Run | None, list[str]]:
     return Run(name, method, env_id, seed, total if isinstance(total, int) else None, returns, frames, summary), notes
 
 
-def load_runs(runs_dir: Path) -> tuple[list[Run], list[str]]:
-    """Every run under `runs_dir`, one per method, task and seed; and what was left out, one line each."""
-    runs, messages = [], []
-    for args_path in sorted(runs_dir.rglob("args.json")):
-        run, notes = read_run(args_path.parent, str(args_path.parent.relative_to(runs_dir)))
-        messages += notes
-        if run is not None:
-            runs.append(run)
+def load_runs(*runs_dirs: Path) -> tuple[list[Run], list[str]]:
+    """Every run under the `runs_dirs`, one per method, task and seed; and what was left out, one
+    line each. With several folders a run's name starts with its folder; a run folder reached
+    from two of them (one inside the other) is read once."""
+    runs, messages, seen = [], [], set()
+    for runs_dir in runs_dirs:
+        for args_path in sorted(runs_dir.rglob("args.json")):
+            if args_path.resolve() in seen:
+                continue
+            seen.add(args_path.resolve())
+            name = str(args_path.parent.relative_to(runs_dir))
+            run, notes = read_run(args_path.parent, str(runs_dir / name) if len(runs_dirs) > 1 else name)
+            messages += notes
+            if run is not None:
+                runs.append(run)
     # A sweep relaunched under new folder names leaves two folders for one seed: keep the furthest.
     kept = {}
     for run in sorted(runs, key=lambda r: (r.last_step(), r.name), reverse=True):
@@ -517,18 +526,22 @@ def plot_aggregates(scores: dict, colors: dict, out: Path) -> Path:
 # Main
 # ---------------------------------------------------------------------------------------------
 def main(args: Args) -> None:
-    runs_dir, out = Path(args.runs_dir), Path(args.out)
-    if not runs_dir.is_dir():
-        raise envs.ConfigError(f"RUNS_DIR {args.runs_dir} is not a folder")
+    runs_dirs, out = [Path(d) for d in args.runs_dirs], Path(args.out)
+    if not runs_dirs:
+        raise envs.ConfigError("no RUNS_DIR given: name the folder that holds the run folders")
+    for runs_dir in runs_dirs:
+        if not runs_dir.is_dir():
+            raise envs.ConfigError(f"RUNS_DIR {runs_dir} is not a folder")
     if args.reps < 1:
         raise envs.ConfigError(f"--reps {args.reps}: give at least 1 bootstrap resample")
     if args.step is not None and args.step < 0:
         raise envs.ConfigError(f"--step {args.step}: give an agent step >= 0")
     if out.exists() and not out.is_dir():
         raise envs.ConfigError(f"--out {args.out} is a file, not a folder")
-    runs, messages = load_runs(runs_dir)
+    runs, messages = load_runs(*runs_dirs)
+    where = ", ".join(map(str, runs_dirs))
     if not runs and not messages:
-        raise envs.ConfigError(f"no runs under {args.runs_dir} (no args.json found): point RUNS_DIR at the "
+        raise envs.ConfigError(f"no runs under {where} (no args.json found): point RUNS_DIR at the "
                                "folder that holds the run folders")
     cells, cell_messages = make_cells(runs, args.step)
     messages += cell_messages
@@ -536,7 +549,7 @@ def main(args: Args) -> None:
         print(line)
     if not cells:
         at = f" at step {args.step}" if args.step is not None else ""
-        raise envs.ConfigError(f"nothing to report under {args.runs_dir}{at}: every run was left out (see above)")
+        raise envs.ConfigError(f"nothing to report under {where}{at}: every run was left out (see above)")
 
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()

@@ -214,6 +214,37 @@ def test_checkpoint_evaluations_fill_the_modes_a_run_did_not_evaluate(tmp_path):
         assert cells["cartpole-swingup", "drq", mode].means[0] == np.mean(later[mode])
 
 
+def test_several_runs_dirs_are_read_as_one(tmp_path):
+    """Sweeps made on two machines: the runs of both folders count together, their names start
+    with their folder, a seed run in both is counted once (the furthest), and a folder given
+    twice (or inside another) adds nothing."""
+    rng = np.random.default_rng(4)
+    a, b = tmp_path / "machine_a", tmp_path / "machine_b"
+    for seed in (1, 2):
+        write_run(a, f"cartpole-swingup__drq__{seed}", "drq", "cartpole-swingup", seed, eval_rows(rng, "drq", "cartpole-swingup", [0, 1000, 2000]))
+    write_run(b, "cartpole-swingup__drq__3", "drq", "cartpole-swingup", 3, eval_rows(rng, "drq", "cartpole-swingup", [0, 1000, 2000]))
+    write_run(b, "cartpole-swingup__sgqn__1", "sgqn", "cartpole-swingup", 1, eval_rows(rng, "sgqn", "cartpole-swingup", [0, 1000, 2000]))
+    write_run(b, "again__drq__1", "drq", "cartpole-swingup", 1, eval_rows(rng, "drq", "cartpole-swingup", [0, 1000]))
+    runs, messages = report.load_runs(a, b, a, a / "cartpole-swingup__drq__2")
+    assert [(r.method, r.seed, r.name) for r in runs] == [("drq", 1, f"{a}/cartpole-swingup__drq__1"),
+                                                          ("drq", 2, f"{a}/cartpole-swingup__drq__2"),
+                                                          ("drq", 3, f"{b}/cartpole-swingup__drq__3"),
+                                                          ("sgqn", 1, f"{b}/cartpole-swingup__sgqn__1")]
+    assert messages == [f"skipped {b}/again__drq__1: same method, task and seed as {a}/cartpole-swingup__drq__1, "
+                        "which is kept (evaluated as far or further)"]
+    cells, _ = report.make_cells(runs)
+    assert len(cells["cartpole-swingup", "drq", "train"].means) == 3
+    out = tmp_path / "report"
+    report.main(report.Args(runs_dirs=[str(a), str(b)], out=str(out), reps=50))
+    assert "| cartpole-swingup | " in (out / "table.md").read_text()
+    assert " (3) " in (out / "table.md").read_text() and " (1) " in (out / "table.md").read_text()
+    with pytest.raises(report.envs.ConfigError, match=f"RUNS_DIR {tmp_path}/missing is not a folder"):
+        report.main(report.Args(runs_dirs=[str(a), str(tmp_path / "missing")], out=str(tmp_path / "out2")))
+    with pytest.raises(report.envs.ConfigError, match="no RUNS_DIR given"):
+        report.main(report.Args(runs_dirs=[], out=str(tmp_path / "out2")))
+    assert not (tmp_path / "out2").exists()
+
+
 def true_sweep(root, rng, seeds=10, shift=100.0):
     """3 tasks x 2 methods x `seeds` seeds, train only, one evaluation of 5 episodes; a seed's mean
     return ~ N(mu_task (+ shift for sgqn), 60^2 + 20^2/5). Per method the pooled scores are symmetric
@@ -348,5 +379,5 @@ def test_bad_input_stops_before_writing(tmp_path, make, flags, message):
     runs_dir = tmp_path / "runs"
     make(runs_dir)
     with pytest.raises(report.envs.ConfigError, match=message.format(p=runs_dir)):
-        report.main(report.Args(runs_dir=str(runs_dir), out=str(tmp_path / "out"), **flags))
+        report.main(report.Args(runs_dirs=[str(runs_dir)], out=str(tmp_path / "out"), **flags))
     assert not (tmp_path / "out").exists()
