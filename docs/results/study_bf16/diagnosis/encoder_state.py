@@ -7,7 +7,8 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", ".."))
 torch.set_num_threads(1)
 import sgqn, sac_baseline
-for path in sys.argv[1:]:
+def load(path):
+    """The module (sgqn or sac_baseline), agent, replay buffer and state of a checkpoint."""
     mod = sgqn if "sgqn" in path else sac_baseline
     state = mod.load_checkpoint(path)
     args = mod.Args(**{k: v for k, v in state["args"].items() if k in mod.Args.__dataclass_fields__})
@@ -16,19 +17,25 @@ for path in sys.argv[1:]:
     agent = mod.make_agent((3 * args.frame_stack, *frame_shape[1:]), action_dim, args, torch.device("cpu"))
     buffer = mod.ReplayBuffer(len(bs["frames"]), frame_shape, action_dim, args.frame_stack, "cpu", 0)
     mod.restore(agent, state, buffer)
-    torch.manual_seed(0)
-    obs, action, *_ = buffer.sample(256)
-    with torch.no_grad():
-        h, dead = obs / 255.0, []
-        for layer in agent.critic.conv.convs:
-            h = layer(h)
-            if isinstance(layer, torch.nn.ReLU):
-                dead.append(f"{(h == 0).all(0).float().mean():.2f}")
-        out = agent.critic.conv(obs)
-        feats = agent.critic.projection(out)
-        q1, _ = agent.critic(obs, action)
-        mean, log_std = agent.actor(out)
-    print(path.split("/")[-2], "step", state["step"], "buffer", len(buffer))
-    print(f"  dead units after each ReLU: {' '.join(dead)}; conv output std over batch {out.std(0).mean():.4f} (mean |x| {out.abs().mean():.4f})")
-    print(f"  projection std over batch {feats.std(0).mean():.4f}; Q1 mean {q1.mean():.2f} std {q1.std():.3f}")
-    print(f"  actor mean std over batch {mean.std(0).mean():.4f}, tanh(mean) {torch.tanh(mean).mean(0).tolist()}, std {log_std.exp().mean():.3f}")
+    return mod, agent, buffer, state
+
+
+if __name__ == "__main__":
+    for path in sys.argv[1:]:
+        mod, agent, buffer, state = load(path)
+        torch.manual_seed(0)
+        obs, action, *_ = buffer.sample(256)
+        with torch.no_grad():
+            h, dead = obs / 255.0, []
+            for layer in agent.critic.conv.convs:
+                h = layer(h)
+                if isinstance(layer, torch.nn.ReLU):
+                    dead.append(f"{(h == 0).all(0).float().mean():.2f}")
+            out = agent.critic.conv(obs)
+            feats = agent.critic.projection(out)
+            q1, _ = agent.critic(obs, action)
+            mean, log_std = agent.actor(out)
+        print(path.split("/")[-2], "step", state["step"], "buffer", len(buffer))
+        print(f"  dead units after each ReLU: {' '.join(dead)}; conv output std over batch {out.std(0).mean():.4f} (mean |x| {out.abs().mean():.4f})")
+        print(f"  projection std over batch {feats.std(0).mean():.4f}; Q1 mean {q1.mean():.2f} std {q1.std():.3f}")
+        print(f"  actor mean std over batch {mean.std(0).mean():.4f}, tanh(mean) {torch.tanh(mean).mean(0).tolist()}, std {log_std.exp().mean():.3f}")

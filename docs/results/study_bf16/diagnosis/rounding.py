@@ -8,17 +8,12 @@ the actor's mean action from an fp32 and from a bf16-autocast forward pass.
 import os, sys
 
 import torch
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # encoder_state.py: loading a checkpoint
 torch.set_num_threads(1)
-import sgqn
+from encoder_state import load
+
 path = sys.argv[1]
-state = sgqn.load_checkpoint(path)
-args = sgqn.Args(**{k: v for k, v in state["args"].items() if k in sgqn.Args.__dataclass_fields__})
-bs = state["buffer"]
-frame_shape, action_dim = bs["frames"].shape[1:], bs["actions"].shape[1]
-agent = sgqn.make_agent((3 * args.frame_stack, *frame_shape[1:]), action_dim, args, torch.device("cpu"))
-buffer = sgqn.ReplayBuffer(len(bs["frames"]), frame_shape, action_dim, args.frame_stack, "cpu", 0)
-sgqn.restore(agent, state, buffer)
+_, agent, buffer, _ = load(path)
 torch.manual_seed(0)
 obs, action, *_ = buffer.sample(256)
 with torch.no_grad():
