@@ -4,11 +4,12 @@ Soft Actor-Critic (Haarnoja et al. 2018) on DeepMind Control from pixels, with t
 and hyperparameters of the DeepMind Control Generalization Benchmark (DMC-GB, Hansen & Wang 2021,
 https://github.com/nicklashansen/dmcontrol-generalization-benchmark) as used by SGQN (Bertoin et al.
 2022, https://arxiv.org/abs/2209.09203). `--augmentation shift` adds DrQ's random shift (Kostrikov
-et al. 2021). Training runs on the standard visuals; evaluation also runs on the distraction modes
-of `envs` (colour changes, video backgrounds).
+et al. 2021), and `--shift-copies 2` its K = M = 2 averaging. Training runs on the standard
+visuals; evaluation also runs on the distraction modes of `envs` (colour changes, video backgrounds).
 
     python sac_baseline.py --env-id walker-walk                          # DMC-GB's SAC row
-    python sac_baseline.py --env-id walker-walk --augmentation shift     # DrQ
+    python sac_baseline.py --env-id walker-walk --augmentation shift     # DrQ as DMC-GB runs it (K = M = 1)
+    python sac_baseline.py --env-id walker-walk --augmentation shift --shift-copies 2   # DrQ's K = M = 2
     python sac_baseline.py --eval-checkpoint runs/<run>/checkpoint.pt    # evaluate only
     python sac_baseline.py --resume runs/<run>/checkpoint.pt             # continue a run
     tensorboard --logdir runs
@@ -79,6 +80,8 @@ class Args:
     """discount factor"""
     augmentation: Literal["none", "shift"] = "none"
     """`none`: DMC-GB's SAC; `shift`: DrQ's random shift (pad 4, replicate) of obs and next_obs"""
+    shift_copies: int = 1
+    """with --augmentation shift: copies of each sampled transition, each with its own shifts, and each transition's TD target averaged over its copies (DrQ's K = M, Kostrikov et al. 2021, eq. 3); 1 as DMC-GB, 2 as the DrQ paper"""
     critic_lr: float = 1e-3
     """critic learning rate (Adam, beta1 0.9)"""
     actor_lr: float = 1e-3
@@ -360,6 +363,16 @@ def random_shift(obs, pad=4):
     return obs.gather(2, rows.expand(n, c, h, w)).gather(3, cols.expand(n, c, h, w))
 
 
+def shifted_copies(batch, copies):
+    """DrQ's augmentation of a sampled batch (Kostrikov et al. 2021, eq. 3, K = M = copies): the
+    batch `copies` times over, copy after copy (transition i of copy c is row c * B + i), each row
+    with its own shifts of obs and next_obs. The critic's loss is then the mean over all rows (DrQ
+    sums its copies' losses: a constant factor, which Adam's steps do not see)."""
+    repeat = lambda x: x.repeat(copies, *[1] * (x.dim() - 1)) if copies > 1 else x
+    obs, action, reward, next_obs, not_done = map(repeat, batch)
+    return random_shift(obs), action, reward, random_shift(next_obs), not_done
+
+
 # ---------------------------------------------------------------------------------------------
 # Updates
 # ---------------------------------------------------------------------------------------------
@@ -400,18 +413,21 @@ def make_agent(obs_shape, action_dim, args, device):
     )
 
 
-def td_target(agent, reward, next_obs, not_done, gamma):
+def td_target(agent, reward, next_obs, not_done, gamma, copies=1):
     """r + gamma * (min of the two target Qs - alpha log pi) at a fresh policy action (no grad).
-    The policy reads the online conv stack; the Qs come from the target critic."""
+    The policy reads the online conv stack; the Qs come from the target critic. With a batch of
+    `copies` shifted copies (see shifted_copies), each transition's target is the mean over its
+    copies' (DrQ's K, eq. 3), repeated for each copy."""
     with torch.no_grad():
         next_action, next_log_pi = agent.actor.sample(agent.critic.conv(next_obs))
         target_q1, target_q2 = agent.critic_target(next_obs, next_action)
         next_v = torch.min(target_q1, target_q2) - agent.log_alpha.exp() * next_log_pi
-        return reward + not_done * gamma * next_v
+        target = reward + not_done * gamma * next_v
+        return target.view(copies, -1, 1).mean(0).repeat(copies, 1)
 
 
 def update_critic(agent, obs, action, reward, next_obs, not_done, args):
-    target_q = td_target(agent, reward, next_obs, not_done, args.gamma)
+    target_q = td_target(agent, reward, next_obs, not_done, args.gamma, args.shift_copies)
     q1, q2 = agent.critic(obs, action)
     qf1_loss, qf2_loss = F.mse_loss(q1, target_q), F.mse_loss(q2, target_q)
     agent.critic_optimizer.zero_grad()
@@ -459,12 +475,13 @@ def update_target(agent, args):
 def update(agent, batch, step, args, target_entropy):
     """One SAC update: critic every step; actor, temperature and target every 2nd step.
     Returns the loss tensors (no .item(): the caller syncs only when it logs)."""
-    obs, action, reward, next_obs, not_done = batch
     if args.augmentation == "shift":
-        obs, next_obs = random_shift(obs), random_shift(next_obs)
+        batch = shifted_copies(batch, args.shift_copies)
+    obs, action, reward, next_obs, not_done = batch
+    first = len(obs) // args.shift_copies  # the first copy: the actor reads only it, as in DrQ
     metrics = update_critic(agent, obs, action, reward, next_obs, not_done, args)
     if step % args.actor_update_freq == 0:
-        metrics |= update_actor_and_alpha(agent, obs, target_entropy)
+        metrics |= update_actor_and_alpha(agent, obs[:first], target_entropy)
     if step % args.target_update_freq == 0:
         update_target(agent, args)
     return metrics
@@ -595,7 +612,7 @@ def restore(agent, state, buffer=None):
 # ---------------------------------------------------------------------------------------------
 POSITIVE = ("total_timesteps", "buffer_size", "batch_size", "actor_update_freq", "target_update_freq", "num_conv_layers",
             "num_filters", "projection_dim", "hidden_dim", "image_size", "frame_stack", "eval_freq", "eval_episodes",
-            "log_freq", "console_freq", "save_freq")
+            "log_freq", "console_freq", "save_freq", "shift_copies")
 # What --resume may change; everything else (env, algorithm, architecture, seed) is the checkpoint's.
 RESUMABLE = ("total_timesteps", "eval_freq", "eval_episodes", "eval_modes", "log_freq", "console_freq", "save_freq",
              "save_buffer", "capture_video", "video_easy_dir", "video_hard_dir", "davis_dir", "runs_dir", "cuda", "channels_last", "compile")
@@ -654,6 +671,8 @@ def checked_args(args):
     for name in POSITIVE:
         if getattr(args, name) < 1:
             raise envs.ConfigError(f"{as_flag(name, getattr(args, name))}: must be at least 1")
+    if args.shift_copies > 1 and args.augmentation != "shift":
+        raise envs.ConfigError(f"--shift-copies {args.shift_copies} needs --augmentation shift (unshifted copies would all be the same)")
     if args.learning_starts < 0:
         raise envs.ConfigError(f"--learning-starts {args.learning_starts}: must be 0 or more")
     if min(conv_output_size((args.image_size, args.image_size), args.num_conv_layers)) < 1:

@@ -85,6 +85,8 @@ class Args:
     """discount factor"""
     augmentation: Literal["none", "shift"] = "shift"
     """random shift (pad 4, replicate) of obs and next_obs, as DrQ; `none` only for ablations"""
+    shift_copies: int = 1
+    """with --augmentation shift: copies of each sampled transition, each with its own shifts, and each transition's TD target averaged over its copies (DrQ's K = M, Kostrikov et al. 2021, eq. 3); 1 as DMC-GB, 2 as the DrQ paper"""
     critic_lr: float = 1e-3
     """critic learning rate (Adam, beta1 0.9)"""
     actor_lr: float = 1e-3
@@ -380,6 +382,16 @@ def random_shift(obs, pad=4):
     return obs.gather(2, rows.expand(n, c, h, w)).gather(3, cols.expand(n, c, h, w))
 
 
+def shifted_copies(batch, copies):
+    """DrQ's augmentation of a sampled batch (Kostrikov et al. 2021, eq. 3, K = M = copies): the
+    batch `copies` times over, copy after copy (transition i of copy c is row c * B + i), each row
+    with its own shifts of obs and next_obs. The critic's loss is then the mean over all rows (DrQ
+    sums its copies' losses: a constant factor, which Adam's steps do not see)."""
+    repeat = lambda x: x.repeat(copies, *[1] * (x.dim() - 1)) if copies > 1 else x
+    obs, action, reward, next_obs, not_done = map(repeat, batch)
+    return random_shift(obs), action, reward, random_shift(next_obs), not_done
+
+
 def random_overlay(obs, images):
     """0.5 * obs + 0.5 * image, in pixel units, with the same image over a sample's stacked
     frames (Hansen & Wang 2021): the distraction the attribution predictor must see through."""
@@ -549,20 +561,23 @@ def make_agent(obs_shape, action_dim, args, device):
     )
 
 
-def td_target(agent, reward, next_obs, not_done, gamma):
+def td_target(agent, reward, next_obs, not_done, gamma, copies=1):
     """r + gamma * (min of the two target Qs - alpha log pi) at a fresh policy action (no grad).
-    The policy reads the online conv stack; the Qs come from the target critic."""
+    The policy reads the online conv stack; the Qs come from the target critic. With a batch of
+    `copies` shifted copies (see shifted_copies), each transition's target is the mean over its
+    copies' (DrQ's K, eq. 3), repeated for each copy."""
     with torch.no_grad():
         next_action, next_log_pi = agent.actor.sample(agent.critic.conv(next_obs))
         target_q1, target_q2 = agent.critic_target(next_obs, next_action)
         next_v = torch.min(target_q1, target_q2) - agent.log_alpha.exp() * next_log_pi
-        return reward + not_done * gamma * next_v
+        target = reward + not_done * gamma * next_v
+        return target.view(copies, -1, 1).mean(0).repeat(copies, 1)
 
 
 def update_critic(agent, obs, action, reward, next_obs, not_done, args):
     """TD loss + consistency_weight x consistency (paper eq. 4). The mask comes from the critic as
     it is before this step; the attribution's forward pass also gives Q(obs) for both losses."""
-    target_q = td_target(agent, reward, next_obs, not_done, args.gamma)
+    target_q = td_target(agent, reward, next_obs, not_done, args.gamma, args.shift_copies)
     metrics = {}
     if args.consistency_weight > 0:
         attribution, (q1, q2) = guided_backprop(agent.critic, obs, action, keep_q=True)
@@ -647,16 +662,17 @@ def update(agent, batch, step, args, target_entropy, overlay_images=None):
     every 2nd step actor and temperature, target, then the attribution predictor (mask from the
     post-update critic, computed only on those steps). Returns the loss tensors (no .item():
     the caller syncs only when it logs)."""
-    obs, action, reward, next_obs, not_done = batch
     if args.augmentation == "shift":
-        obs, next_obs = random_shift(obs), random_shift(next_obs)
+        batch = shifted_copies(batch, args.shift_copies)
+    obs, action, reward, next_obs, not_done = batch
+    first = len(obs) // args.shift_copies  # the first copy: the actor and the attribution predictor read only it, as DrQ's actor
     metrics = update_critic(agent, obs, action, reward, next_obs, not_done, args)
     if step % args.actor_update_freq == 0:
-        metrics |= update_actor_and_alpha(agent, obs, target_entropy)
+        metrics |= update_actor_and_alpha(agent, obs[:first], target_entropy)
     if step % args.target_update_freq == 0:
         update_target(agent, args)
     if args.aux_update_freq and step % args.aux_update_freq == 0:
-        metrics |= update_aux(agent, obs, action, overlay_images, args)
+        metrics |= update_aux(agent, obs[:first], action[:first], overlay_images, args)
     return metrics
 
 
@@ -821,7 +837,7 @@ def restore(agent, state, buffer=None):
 # ---------------------------------------------------------------------------------------------
 POSITIVE = ("total_timesteps", "buffer_size", "batch_size", "actor_update_freq", "target_update_freq", "num_conv_layers",
             "num_filters", "projection_dim", "hidden_dim", "image_size", "frame_stack", "eval_freq", "eval_episodes",
-            "log_freq", "console_freq", "save_freq")
+            "log_freq", "console_freq", "save_freq", "shift_copies")
 # What --resume may change; everything else (env, algorithm, architecture, seed) is the checkpoint's.
 RESUMABLE = ("total_timesteps", "eval_freq", "eval_episodes", "eval_modes", "log_freq", "console_freq", "save_freq",
              "save_buffer", "capture_video", "video_easy_dir", "video_hard_dir", "davis_dir", "runs_dir", "cuda", "channels_last", "compile",
@@ -881,6 +897,8 @@ def checked_args(args):
     for name in POSITIVE:
         if getattr(args, name) < 1:
             raise envs.ConfigError(f"{as_flag(name, getattr(args, name))}: must be at least 1")
+    if args.shift_copies > 1 and args.augmentation != "shift":
+        raise envs.ConfigError(f"--shift-copies {args.shift_copies} needs --augmentation shift (unshifted copies would all be the same)")
     if args.learning_starts < 0:
         raise envs.ConfigError(f"--learning-starts {args.learning_starts}: must be 0 or more")
     if min(conv_output_size((args.image_size, args.image_size), args.num_conv_layers)) < 1:

@@ -5,6 +5,7 @@
     python benchmarks/update_speed.py --algorithm sgqn --bf16 --compile --warmup 3
     python benchmarks/update_speed.py --algorithm sac --no-channels-last --default-allocator
     python benchmarks/update_speed.py --algorithm sgqn --learning-preset     # the networks of benchmarks/learning.py
+    python benchmarks/update_speed.py --algorithm sac --learning-preset --shift-copies 2   # DrQ's K = M = 2
 
 Imports `sac_baseline` or `sgqn` (never copies their code), builds the full-size agent from the
 script's own `Args` defaults with walker-walk shapes (obs 9x84x84, 6 actions; SGQN quantile 0.95),
@@ -59,6 +60,8 @@ def parse_args():
     p.add_argument("--device", default="cpu")
     p.add_argument("--learning-preset", action="store_true",
                    help="the networks of benchmarks/learning.py's PRESET (4 convs x 16, projection 50, hidden 1024) instead of the paper's")
+    p.add_argument("--shift-copies", type=int,
+                   help="DrQ's K = M: copies of each transition, each shifted on its own; also sets --augmentation shift (sac's default is none)")
     p.add_argument("--default-allocator", action="store_true",
                    help="skip the script's keep_freed_memory() (glibc's defaults: freed activations go back to the OS)")
     return p.parse_args()
@@ -115,6 +118,8 @@ def main():
     if opts.learning_preset:
         from learning import PRESET
         extra |= {k: v for k, v in PRESET.items() if k != "batch_size"}
+    if opts.shift_copies:
+        extra |= {"shift_copies": opts.shift_copies, "augmentation": "shift"}
     args = module.Args(batch_size=opts.batch_size, cuda=device.type == "cuda", **speed, **extra)
     agent = module.make_agent(OBS_SHAPE, ACTION_DIM, args, device)
     buffer = filled_buffer(module, device)
@@ -150,8 +155,10 @@ def main():
 
     flags = " ".join(f"--{k.replace('_', '-')}" for k, v in speed.items() if v) if any(speed.values()) else "fp32, NCHW"
     flags += ", freed memory kept" if kept else ", glibc's default allocator"
-    print(f"{module.__name__}.py update, walker-walk shapes, batch {args.batch_size}, {args.num_conv_layers} convs x "
-          f"{args.num_filters} filters, hidden {args.hidden_dim}; {flags}; device {device}, {opts.threads} threads")
+    copies = f" x {args.shift_copies} shifted copies" if args.shift_copies > 1 else ""
+    print(f"{module.__name__}.py update, walker-walk shapes, batch {args.batch_size}, augmentation {args.augmentation}{copies}, "
+          f"{args.num_conv_layers} convs x {args.num_filters} filters, hidden {args.hidden_dim}; {flags}; device {device}, "
+          f"{opts.threads} threads")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     t = time.perf_counter()
     for step in range(opts.warmup):

@@ -12,12 +12,14 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("algorithm, phases", [("sac", {"critic", "actor", "target"}),
-                                               ("sgqn", {"critic", "actor", "target", "aux", "attribution"})])
-def test_update_speed_prints_phases_and_a_last_line(algorithm, phases):
+@pytest.mark.parametrize("algorithm, phases, flags", [("sac", {"critic", "actor", "target"}, []),
+                                                      ("sgqn", {"critic", "actor", "target", "aux", "attribution"}, []),
+                                                      ("sac", {"critic", "actor", "target"}, ["--shift-copies", "2"])])
+def test_update_speed_prints_phases_and_a_last_line(algorithm, phases, flags):
     out = subprocess.run([sys.executable, "benchmarks/update_speed.py", "--algorithm", algorithm, "--batch-size", "4",
-                          "--warmup", "1", "--steps", "2"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+                          "--warmup", "1", "--steps", "2", *flags], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     lines = out.strip().splitlines()
+    assert ("augmentation shift x 2 shifted copies," in lines[0]) == bool(flags) and "batch 4," in lines[0]
     assert re.fullmatch(rf"{algorithm} update ms/step: \d+\.\d", lines[-1])
     table = {line.split()[0]: line.split()[1:] for line in lines if line.split() and line.split()[0] in phases}
     assert set(table) == phases

@@ -85,6 +85,28 @@ def test_td_target_hand_made_batch():
     torch.testing.assert_close(target, torch.tensor([[4.15], [2.0]]))
 
 
+def test_td_target_averages_each_transition_over_its_shifted_copies():
+    """K = M = 2 (DrQ eq. 3): row c * B + i is copy c of transition i; each row's target is the mean
+    of its transition's two targets, one per copy."""
+    class FixedActor:
+        def sample(self, features):
+            return torch.zeros(4, 1), torch.tensor([[-1.0], [2.0], [1.0], [0.0]])
+
+    agent = types.SimpleNamespace(
+        actor=FixedActor(),
+        critic=types.SimpleNamespace(conv=lambda obs: obs),
+        critic_target=lambda obs, action: (torch.tensor([[3.0], [5.0], [7.0], [2.0]]), torch.tensor([[4.0], [1.0], [6.0], [3.0]])),
+        log_alpha=torch.tensor(math.log(0.5)),
+    )
+    reward, not_done = torch.tensor([[1.0], [2.0], [1.0], [2.0]]), torch.tensor([[1.0], [0.0], [1.0], [0.0]])
+    target = sac.td_target(agent, reward, torch.zeros(4, 1), not_done, 0.9, copies=2)
+    # Transition 0: copy 0 gives 1 + 0.9 * (min(3, 4) - 0.5 * -1) = 4.15, copy 1 gives
+    # 1 + 0.9 * (min(7, 6) - 0.5 * 1) = 5.95; the mean is 5.05. Transition 1 ends: 2 from both.
+    torch.testing.assert_close(target, torch.tensor([[5.05], [2.0], [5.05], [2.0]]))
+    torch.testing.assert_close(sac.td_target(agent, reward, torch.zeros(4, 1), not_done, 0.9),
+                               torch.tensor([[4.15], [2.0], [5.95], [2.0]]))  # one copy: no averaging
+
+
 def test_soft_update_uses_two_taus():
     torch.manual_seed(0)
     args = tiny_args()
@@ -114,6 +136,23 @@ def test_random_shift_is_an_integer_crop_of_the_padded_image():
         shifts.append(matches[0])
     assert len(set(shifts)) > 10  # independent per sample
     assert out.shape == obs.shape
+
+
+def test_shifted_copies_repeat_the_batch_with_a_shift_per_row():
+    torch.manual_seed(0)
+    batch = (torch.randint(0, 256, (16, 9, 20, 20)).float(), torch.rand(16, 2), torch.rand(16, 1),
+             torch.randint(0, 256, (16, 9, 20, 20)).float(), torch.rand(16, 1).round())
+    obs, action, reward, next_obs, not_done = sac.shifted_copies(batch, 2)
+    assert obs.shape == next_obs.shape == (32, 9, 20, 20)
+    for copied, original in ((action, batch[1]), (reward, batch[2]), (not_done, batch[4])):
+        assert torch.equal(copied, torch.cat([original, original]))  # copy after copy
+    for shifted, original in ((obs, batch[0]), (next_obs, batch[3])):
+        padded = torch.nn.functional.pad(original, (4, 4, 4, 4), mode="replicate")
+        shifts = [[(dy, dx) for dy in range(9) for dx in range(9) if torch.equal(shifted[row], padded[row % 16, :, dy:dy + 20, dx:dx + 20])]
+                  for row in range(32)]
+        assert all(len(found) == 1 for found in shifts)  # each row an exact crop of its transition
+        assert sum(shifts[i] != shifts[16 + i] for i in range(16)) > 12  # the two copies shifted independently
+    assert sac.shifted_copies(batch, 1)[1] is batch[1]  # one copy: nothing repeated
 
 
 # ---------------------------------------------------------------------------------- buffer
@@ -175,6 +214,28 @@ def test_same_seed_same_losses():
     first, second = run(), run()
     assert first == second
     assert "losses/actor_loss" in first[0] and "losses/actor_loss" not in first[1]
+
+
+def test_update_with_two_shift_copies_against_a_hand_computation(monkeypatch):
+    """--shift-copies 2: the critic's loss is the mean over all 2B rows against each transition's
+    averaged target; the actor reads the first copy's B rows."""
+    torch.manual_seed(0)
+    args = tiny_args(augmentation="shift", shift_copies=2)
+    agent = sac.make_agent((9, 32, 32), 2, args, "cpu")
+    buffer, _ = collect("toy-reach", 100)
+    batch = buffer.sample(8)
+    torch.manual_seed(1)  # the update draws the same shifts, then the same target actions
+    obs, action, reward, next_obs, not_done = sac.shifted_copies(batch, 2)
+    per_row = sac.td_target(agent, reward, next_obs, not_done, args.gamma)  # one target per row
+    target = (per_row[:8] + per_row[8:]).repeat(2, 1) / 2
+    with torch.no_grad():
+        q1, _ = agent.critic(obs, action)
+    actor_obs = []
+    monkeypatch.setattr(sac, "update_actor_and_alpha", lambda agent, obs, target_entropy: actor_obs.append(obs) or {})
+    torch.manual_seed(1)
+    metrics = sac.update(agent, batch, 0, args, -2.0)
+    assert metrics["losses/qf1_loss"].item() == pytest.approx(((q1 - target) ** 2).mean().item(), rel=1e-6)
+    assert torch.equal(actor_obs[0], obs[:8])
 
 
 def test_actor_step_leaves_conv_stack_alone_and_critic_step_trains_it():
@@ -358,6 +419,8 @@ def test_checkpoint_errors_are_one_line(toy_envs, tmp_path):
     (["--eval-modes", "train", "fog"], "fog"),
     (["--eval-checkpoint", "missing.pt", "--eval-modes", "train"], "missing.pt"),
     (["--video-hard-dir", "/no/such/folder"], "/no/such/folder"),
+    (["--shift-copies", "2"], "--shift-copies 2 needs --augmentation shift"),
+    (["--augmentation", "shift", "--shift-copies", "0"], "--shift-copies 0: must be at least 1"),
 ])
 def test_cli_bad_input_is_one_line(flags, message, tmp_path):
     result = subprocess.run([sys.executable, os.path.join(ROOT, "sac_baseline.py"), *flags],

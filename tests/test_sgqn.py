@@ -282,6 +282,26 @@ def test_update_order_and_attribution_passes(monkeypatch):
     assert per_step == [even, odd, even, odd]
 
 
+def test_two_shift_copies_reach_the_critic_and_one_reaches_the_actor_and_predictor(monkeypatch):
+    """--shift-copies 2: the critic's TD and consistency terms see all 2B rows; the actor and the
+    attribution predictor read the first copy's B rows."""
+    rows = {}
+
+    def record(name, fn):
+        def wrapped(agent, obs, *a, **k):
+            rows[name] = len(obs)
+            return fn(agent, obs, *a, **k)
+        return wrapped
+
+    for name in ("update_critic", "update_actor_and_alpha", "update_aux", "masked_observation"):
+        monkeypatch.setattr(sgqn, name, record(name, getattr(sgqn, name)))
+    torch.manual_seed(0)
+    agent = sgqn.make_agent((9, 32, 32), 2, tiny_args(), "cpu")
+    batch = (torch.rand(8, 9, 32, 32) * 255, torch.rand(8, 2), torch.rand(8, 1), torch.rand(8, 9, 32, 32) * 255, torch.ones(8, 1))
+    sgqn.update(agent, batch, 0, tiny_args(shift_copies=2), -2.0, torch.rand(8, 3, 32, 32) * 255)
+    assert rows == {"update_critic": 16, "masked_observation": 16, "update_actor_and_alpha": 8, "update_aux": 8}
+
+
 def test_returned_losses_hold_no_graph():
     torch.manual_seed(0)
     args = tiny_args()
@@ -330,11 +350,13 @@ def test_aux_step_trains_decoder_and_encoder_but_not_heads():
 
 
 # ------------------------------------------------------------------------- equivalence and e2e
-def test_without_its_two_terms_sgqn_trains_exactly_like_sac_with_shift(toy_envs):
+@pytest.mark.parametrize("shift_copies", [1, 2])
+def test_without_its_two_terms_sgqn_trains_exactly_like_sac_with_shift(toy_envs, shift_copies):
     """Same losses, same networks, and the same evaluation episodes (paired: the same seed gives both
-    scripts the same eval envs; SGQN's saliency pictures take no extra reset of them)."""
+    scripts the same eval envs; SGQN's saliency pictures take no extra reset of them); with DrQ's
+    K = M = 2 too."""
     common = dict(TINY, env_id="toy-reach_distract", seed=3, total_timesteps=160, learning_starts=60, eval_freq=80,
-                  eval_episodes=2, eval_modes=("train", "video_hard"), log_freq=1, buffer_size=500)
+                  eval_episodes=2, eval_modes=("train", "video_hard"), log_freq=1, buffer_size=500, shift_copies=shift_copies)
     sac_dir = sac.main(sac.Args(**common, augmentation="shift"))
     sgqn_dir = sgqn.main(sgqn.Args(**common, consistency_weight=0.0, aux_update_freq=0, critic_weight_decay=0.0))
     sac_scalars, sgqn_scalars = read_scalars(sac_dir), read_scalars(sgqn_dir)

@@ -16,7 +16,7 @@ SHARED = [
     "weight_init", "ConvStack", "conv_output_size", "projection", "mlp", "Critic", "Actor",
     "squashed_gaussian_log_prob", "ReplayBuffer", "random_shift", "td_target", "update_actor_and_alpha",
     "soft_update", "update_target", "policy_action", "evaluate", "write_video", "results_table",
-    "save_checkpoint", "load_checkpoint", "restore", "as_flag", "merged_args", "checked_args", "read_args", "write_json",
+    "shifted_copies", "save_checkpoint", "load_checkpoint", "restore", "as_flag", "merged_args", "checked_args", "read_args", "write_json",
     "open_evaluations", "write_evaluation", "Interrupted", "stop_signals", "duration", "progress_line", "describe_start",
     "buffer_capacity", "keep_freed_memory", "make_eval_envs",
 ]
