@@ -62,6 +62,7 @@ def test_learning_benchmark_trains_the_preset_prints_its_table_and_resumes(tmp_p
 
     out = run(800)
     assert "networks: 4 convs x 16 filters, projection 50, hidden 1024" in out
+    assert "--batch-size 128 --augmentation shift --shift-copies 2 --bf16" in out  # DrQ as its paper, in bf16
     rows = re.findall(r"^\s+(\d+)\s+(\d+\.\d) \+-\s+0\.0$", out, re.M)
     assert [int(frames) for frames, _ in rows] == [400, 800]
     assert re.search(rf"^learned: (yes|no) \(train return {rows[-1][1]} at 800 frames; threshold 500\)$", out, re.M)
