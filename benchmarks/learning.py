@@ -1,6 +1,6 @@
 """Does it learn? Train the learning preset on a real DeepMind Control task and print the
 evaluation return at every evaluation. Not a CI test: one DrQ run of 100k frames on
-cartpole-swingup takes 74 minutes on 2 idle CPU cores (SGQN in fp32 about 3 hours; see README
+cartpole-swingup takes 74 minutes on 2 idle CPU cores with bf16 units (SGQN in fp32 about 3 hours; see README
 "Learning on DeepMind Control" for what has been measured).
 
     python benchmarks/learning.py                                    # DrQ (K = M = 2, bf16), cartpole-swingup, 100k frames
