@@ -175,6 +175,8 @@ class Args:
     """write `runs/{run}/checkpoint.pt` every N steps (and at the end, and when interrupted)"""
     save_buffer: bool = False
     """also store the replay buffer in checkpoints (large: ~21 KB per frame)"""
+    keep_checkpoints: bool = False
+    """also keep each periodic checkpoint as `checkpoint_step{N}.pt` beside `checkpoint.pt` (networks only, no buffer)"""
     resume: Optional[str] = None
     """continue the run of this checkpoint, with its args: only the evaluation, logging, checkpoint, folder and device flags may change"""
 
@@ -840,7 +842,7 @@ POSITIVE = ("total_timesteps", "buffer_size", "batch_size", "actor_update_freq",
             "log_freq", "console_freq", "save_freq", "shift_copies")
 # What --resume may change; everything else (env, algorithm, architecture, seed) is the checkpoint's.
 RESUMABLE = ("total_timesteps", "eval_freq", "eval_episodes", "eval_modes", "log_freq", "console_freq", "save_freq",
-             "save_buffer", "capture_video", "video_easy_dir", "video_hard_dir", "davis_dir", "runs_dir", "cuda", "channels_last", "compile",
+             "save_buffer", "keep_checkpoints", "capture_video", "video_easy_dir", "video_hard_dir", "davis_dir", "runs_dir", "cuda", "channels_last", "compile",
              "overlay_dir")
 
 
@@ -1187,6 +1189,9 @@ def main(args):
             if (global_step % args.save_freq == 0 or global_step == args.total_timesteps) and global_step > start_step:
                 save_checkpoint(checkpoint_path, agent, args, global_step, wall_time_before + time.time() - started,
                                 buffer if args.save_buffer else None)
+                if args.keep_checkpoints:  # for looking back at training (e.g. where the saliency lands at each step)
+                    save_checkpoint(os.path.join(run_dir, f"checkpoint_step{global_step}.pt"), agent, args, global_step,
+                                    wall_time_before + time.time() - started)
                 print(f"checkpoint saved: {checkpoint_path} (step {global_step})", flush=True)
                 saved_step = global_step
             if global_step == args.total_timesteps or stop.signum:

@@ -163,6 +163,28 @@ def test_an_interrupt_in_the_first_updates_burst_keeps_its_updates_and_resume_fi
     assert torch.load(interrupted.value.checkpoint, weights_only=False)["burst_updates"] == 0
 
 
+@pytest.mark.parametrize("module", [sac, sgqn], ids=["sac_baseline", "sgqn"])
+def test_keep_checkpoints_keeps_each_periodic_checkpoint_without_the_buffer(toy_envs, module):
+    """--keep-checkpoints: each periodic checkpoint is also kept as checkpoint_step{N}.pt, with the
+    networks of that step and no buffer (checkpoint.pt keeps it); each one evaluates."""
+    args = toy_args(module, total_timesteps=60, save_freq=20, save_buffer=True, keep_checkpoints=True)
+    run_dir = module.main(args)
+    kept = sorted(f for f in os.listdir(run_dir) if f.startswith("checkpoint_step"))
+    assert kept == ["checkpoint_step20.pt", "checkpoint_step40.pt", "checkpoint_step60.pt"]
+    states = {f: torch.load(os.path.join(run_dir, f), weights_only=False) for f in kept}
+    assert [s["step"] for s in states.values()] == [20, 40, 60]
+    assert all(s["buffer"] is None for s in states.values())
+    assert torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)["buffer"] is not None
+    weights = [s["agent"]["critic"] for s in states.values()]
+    name = next(iter(weights[0]))
+    assert not torch.equal(weights[0][name], weights[2][name])  # the networks of their own step
+    assert torch.equal(weights[2][name], torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)["agent"]["critic"][name])
+    returns = module.main(module.Args(eval_checkpoint=os.path.join(run_dir, "checkpoint_step20.pt"), eval_modes=("train",), eval_episodes=1))
+    assert returns["train"].shape == (1,)
+    plain = module.main(dataclasses.replace(args, run_name="plain", keep_checkpoints=False))
+    assert "checkpoint.pt" in os.listdir(plain) and not any(f.startswith("checkpoint_step") for f in os.listdir(plain))
+
+
 def test_an_evaluation_cut_short_is_made_on_resume_once(toy_envs, monkeypatch):
     """An interrupt during an evaluation abandons it (an evaluation can take minutes); the checkpoint
     is written at that step and the resumed run evaluates it first: no gap, no repeat."""
