@@ -14,42 +14,24 @@ visuals; evaluation also runs on the distraction modes of `envs` (colour changes
     python sac_baseline.py --resume runs/<run>/checkpoint.pt             # continue a run
     tensorboard --logdir runs
 
-A run writes runs/<run>/: args.json, evaluations.csv (a row per evaluation episode), checkpoint.pt,
-TensorBoard events, summary.json (at the end, and when interrupted). Ctrl-C (SIGINT), SIGTERM or
-SIGUSR1 write the checkpoint, print the resume command and exit with 128 + the signal's number:
-130, 143, 138.
-
-The network, buffer, augmentation, actor update, evaluation and checkpoint code is repeated, line
-for line, in sgqn.py (tests/test_shared_code.py holds the two files together).
+Run plumbing (checkpoints, run files, --resume, signals, console) lives in run_plumbing.py; networks, buffer,
+augmentation, updates and evaluation are repeated line for line in sgqn.py (tests/test_shared_code.py).
 """
 
-import collections
-import contextlib
-import csv
-import ctypes
-import dataclasses
-import functools
-import json
 import math
 import os
 import random
-import signal
-import sys
-import threading
 import time
-import types
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import tyro
-from torch.utils.tensorboard import SummaryWriter
 
 import envs
+import run_plumbing
 
 
 @dataclass
@@ -81,7 +63,7 @@ class Args:
     augmentation: Literal["none", "shift"] = "none"
     """`none`: DMC-GB's SAC; `shift`: DrQ's random shift (pad 4, replicate) of obs and next_obs"""
     shift_copies: int = 1
-    """with --augmentation shift: copies of each sampled transition, each with its own shifts, and each transition's TD target averaged over its copies (DrQ's K = M, Kostrikov et al. 2021, eq. 3); 1 as DMC-GB, 2 as the DrQ paper"""
+    """with --augmentation shift: copies of each sampled transition, each shifted on its own, TD targets averaged over them (DrQ's K = M; 1 as DMC-GB, 2 as DrQ)"""
     critic_lr: float = 1e-3
     """critic learning rate (Adam, beta1 0.9)"""
     actor_lr: float = 1e-3
@@ -123,7 +105,7 @@ class Args:
     eval_episodes: int = 10
     """episodes per mode and evaluation (DMC-GB reports 30: use that with --eval-checkpoint)"""
     eval_modes: tuple[str, ...] = envs.MODES
-    """modes to evaluate on: any of train color_easy color_hard video_easy video_hard distracting_cs_easy distracting_cs_medium distracting_cs_hard"""
+    """modes to evaluate on: train color_easy color_hard video_easy video_hard distracting_cs_easy distracting_cs_medium distracting_cs_hard"""
     video_easy_dir: Optional[str] = None
     """folder of background videos for video_easy (e.g. DMC-GB's video_easy); procedural if unset"""
     video_hard_dir: Optional[str] = None
@@ -139,9 +121,9 @@ class Args:
     channels_last: bool = True
     """keep conv weights and activations channels-last (NHWC): the same maths in a faster memory layout (--no-channels-last for NCHW)"""
     bf16: bool = False
-    """run the networks under bfloat16 autocast when updating and acting: activations and matmul inputs lose precision (8 bits of mantissa); weights, losses and optimiser state stay fp32"""
+    """run the networks under bfloat16 autocast when updating and acting (weights, losses and optimiser state stay fp32)"""
     compile: bool = False
-    """torch.compile the conv stacks, projections, heads and actor (each separately, as the updates call them): the same maths with fused elementwise ops; the first updates compile (about a minute on 2 CPU cores)"""
+    """torch.compile the conv stacks, projections, heads and actor, each on its own: the same maths, fused; the first updates compile"""
 
     # Run folder, logging and checkpoints
     run_name: Optional[str] = None
@@ -151,7 +133,7 @@ class Args:
     log_freq: int = 100
     """write training scalars to TensorBoard every N steps"""
     console_freq: int = 1000
-    """print a progress line every N steps (and at least every 25 s while training)"""
+    """print a progress line every N steps (and whenever the console would otherwise stay silent for 25 s)"""
     save_freq: int = 50_000
     """write `runs/{run}/checkpoint.pt` every N steps (and at the end, and when interrupted)"""
     save_buffer: bool = False
@@ -159,7 +141,7 @@ class Args:
     keep_checkpoints: bool = False
     """also keep each periodic checkpoint as `checkpoint_step{N}.pt` beside `checkpoint.pt` (networks only, no buffer)"""
     resume: Optional[str] = None
-    """continue the run of this checkpoint, with its args: only the evaluation, logging, checkpoint, folder and device flags may change"""
+    """continue the run of this checkpoint with its args: a flag given that contradicts it is an error, except evaluation, logging, checkpoint, folder and device flags"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,17 +185,20 @@ def conv_output_size(hw, num_layers):
     return tuple((s - 3) // 2 + 1 - 2 * (num_layers - 1) for s in hw)
 
 
+def check_network_args(args):
+    """The networks' flags, checked with the others before anything slow starts (one-line ConfigError)."""
+    if min(conv_output_size((args.image_size, args.image_size), args.num_conv_layers)) < 1:
+        raise envs.ConfigError(f"--num-conv-layers {args.num_conv_layers} leaves no pixels of a {args.image_size}-pixel image")
+
+
 def projection(in_dim, out_dim):
     """Linear -> LayerNorm -> tanh: the actor and the critic each have their own."""
     return nn.Sequential(nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim), nn.Tanh())
 
 
 def mlp(in_dim, hidden_dim, out_dim):
-    return nn.Sequential(
-        nn.Linear(in_dim, hidden_dim), nn.ReLU(),
-        nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
-        nn.Linear(hidden_dim, out_dim),
-    )
+    hidden = [nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim), nn.ReLU()]
+    return nn.Sequential(*hidden, nn.Linear(hidden_dim, out_dim))
 
 
 class Critic(nn.Module):
@@ -247,9 +232,10 @@ class Actor(nn.Module):
         self.apply(weight_init)
 
     def forward(self, conv_features):
-        """Mean and log-std of the pre-tanh Gaussian; log-std squashed into [-10, 2]. Always fp32:
+        """Mean and log-std of the pre-tanh Gaussian; log-std squashed into [-10, 2]. At least fp32:
         under --bf16 the tanh squash and its log-determinant would lose the actions near +-1."""
-        mean, log_std = self.mlp(self.projection(conv_features)).float().chunk(2, dim=-1)
+        out = self.mlp(self.projection(conv_features))
+        mean, log_std = out.to(torch.promote_types(out.dtype, torch.float32)).chunk(2, dim=-1)
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
         return mean, log_std
 
@@ -277,6 +263,8 @@ class ReplayBuffer:
     the episode's first, so stacks never reach into the previous episode: at an episode start the
     first frame repeats, exactly as the env's frame stack does."""
 
+    ARRAYS = ("frames", "actions", "rewards", "not_dones", "episode_step")  # a slot of each per frame: a checkpoint saves them
+
     def __init__(self, capacity, frame_shape, action_dim, frame_stack, device, seed):
         self.capacity, self.frame_stack, self.device = capacity, frame_stack, device
         self.frames = np.zeros((capacity, *frame_shape), dtype=np.uint8)
@@ -288,10 +276,6 @@ class ReplayBuffer:
         self.rng = np.random.default_rng(seed)
         # Newest-last offsets of the frames of one stack: (frame_stack-1, ..., 1, 0) frames back.
         self.back = np.arange(frame_stack - 1, -1, -1)
-
-    @property
-    def bytes_per_frame(self):
-        return sum(a[0].nbytes for a in (self.frames, self.actions, self.rewards, self.not_dones, self.episode_step))
 
     def __len__(self):
         return self.capacity if self.full else self.cursor
@@ -335,20 +319,8 @@ class ReplayBuffer:
         step = self.episode_step[idx]
         obs = self._stacks((idx - 1) % self.capacity, step - 1)
         next_obs = self._stacks(idx, step)
-        to_device = lambda x: torch.as_tensor(x, device=self.device)
-        return (to_device(obs).float(), to_device(self.actions[idx]), to_device(self.rewards[idx]),
-                to_device(next_obs).float(), to_device(self.not_dones[idx]))
-
-    def state_dict(self):
-        n = len(self)
-        arrays = {k: getattr(self, k)[:n] for k in ("frames", "actions", "rewards", "not_dones", "episode_step")}
-        return {**arrays, "cursor": self.cursor, "full": self.full, "rng": self.rng.bit_generator.state}
-
-    def load_state_dict(self, state):
-        for k in ("frames", "actions", "rewards", "not_dones", "episode_step"):
-            getattr(self, k)[: len(state[k])] = state[k]
-        self.cursor, self.full = state["cursor"], state["full"]
-        self.rng.bit_generator.state = state["rng"]
+        batch = (obs, self.actions[idx], self.rewards[idx], next_obs, self.not_dones[idx])
+        return tuple(torch.as_tensor(x, device=self.device).float() for x in batch)  # frames are uint8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,9 +364,10 @@ class Agent:
 
 
 def make_agent(obs_shape, action_dim, args, device):
-    critic = Critic(obs_shape, action_dim, args.num_conv_layers, args.num_filters, args.projection_dim, args.hidden_dim).to(device)
+    sizes = (args.num_conv_layers, args.num_filters, args.projection_dim, args.hidden_dim)
+    critic = Critic(obs_shape, action_dim, *sizes).to(device)
     actor = Actor(critic.conv.out_dim, action_dim, args.projection_dim, args.hidden_dim).to(device)
-    critic_target = Critic(obs_shape, action_dim, args.num_conv_layers, args.num_filters, args.projection_dim, args.hidden_dim).to(device)
+    critic_target = Critic(obs_shape, action_dim, *sizes).to(device)
     critic_target.load_state_dict(critic.state_dict())
     critic_target.requires_grad_(False)
     if args.channels_last:
@@ -435,7 +408,8 @@ def update_critic(agent, obs, action, reward, next_obs, not_done, args):
     agent.critic_optimizer.zero_grad()
     (qf1_loss + qf2_loss).backward()
     agent.critic_optimizer.step()
-    return {"losses/qf1_loss": qf1_loss.detach(), "losses/qf2_loss": qf2_loss.detach(), "losses/qf1_values": q1.mean().detach()}
+    metrics = {"losses/qf1_loss": qf1_loss.detach(), "losses/qf2_loss": qf2_loss.detach()}
+    return metrics | {"losses/qf1_values": q1.mean().detach()}
 
 
 def update_actor_and_alpha(agent, obs, target_entropy):
@@ -456,8 +430,8 @@ def update_actor_and_alpha(agent, obs, target_entropy):
     agent.alpha_optimizer.zero_grad()
     alpha_loss.backward()
     agent.alpha_optimizer.step()
-    return {"losses/actor_loss": actor_loss.detach(), "losses/alpha_loss": alpha_loss.detach(), "losses/alpha": alpha.detach(),
-            "losses/entropy": -log_pi.mean().detach()}
+    metrics = {"losses/actor_loss": actor_loss.detach(), "losses/alpha_loss": alpha_loss.detach()}
+    return metrics | {"losses/alpha": alpha.detach(), "losses/entropy": -log_pi.mean().detach()}
 
 
 def soft_update(online, target, tau):
@@ -490,44 +464,104 @@ def update(agent, batch, step, args, target_entropy):
 
 
 # ---------------------------------------------------------------------------------------------
+# Saliency: where the critic looks, measured at each evaluation (sgqn.py trains on it; same code)
+# ---------------------------------------------------------------------------------------------
+def guided_backprop(critic, obs, action):
+    """Guided backpropagation (Springenberg et al. 2015) of Q1(obs, a) with respect to obs: the
+    plain gradient, except that at every ReLU the backward signal is also clamped at zero, so only
+    evidence that increases Q flows back. No parameter gets a gradient (autograd.grad asks for the
+    obs gradient only). sgqn.py's, without the Q values it also returns for its critic loss."""
+
+    def clamp_backward(module, grad_input, grad_output):
+        return (grad_input[0].clamp(min=0),)
+
+    hooks = [m.register_full_backward_hook(clamp_backward) for m in critic.modules() if isinstance(m, nn.ReLU)]
+    try:
+        with torch.enable_grad():
+            obs = obs.detach().requires_grad_(True)
+            q1 = critic.q1(torch.cat([critic.projection(critic.conv(obs)), action], dim=-1))
+            (attribution,) = torch.autograd.grad(q1.sum(), obs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return attribution
+
+
+def saliency_mask(attribution, quantile):
+    """Per stacked frame: |attribution| max over its colour channels, kept where it reaches the
+    sample's `quantile` over that frame's pixels (so about 1 - quantile of them), repeated over the
+    frame's channels. Bool, same shape as obs (paper section 4.1, "M(s, a)")."""
+    b, c, h, w = attribution.shape
+    per_frame = attribution.abs().view(b, c // 3, 3, h, w).amax(dim=2)  # (B, frames, H, W)
+    # torch.quantile's linear interpolation between two order statistics, found by selection:
+    # torch.quantile sorts every row, 3x slower at 84x84.
+    position = quantile * (h * w - 1)
+    below, above = (per_frame.flatten(2).kthvalue(k + 1, dim=-1).values for k in (math.floor(position), math.ceil(position)))
+    threshold = torch.lerp(below, above, position - math.floor(position))  # (B, frames)
+    mask = per_frame >= threshold[..., None, None]
+    return mask.repeat_interleave(3, dim=1)
+
+
+def domain_quantile(env_id):
+    """Paper's Table 3: large agents (walker, finger, cheetah) keep 5% of the pixels, others 2%."""
+    return 0.95 if env_id.split("-")[0] in ("walker", "finger", "cheetah") else 0.98
+
+
+# ---------------------------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------------------------
-QUIET_SECONDS = 25  # the longest the console stays silent while training (the first-updates burst, evaluations)
-
-
 def policy_action(agent, obs, device, deterministic):
-    """Actions for a batch of observations: the tanh of the mean when evaluating, a sample when
-    training."""
+    """Actions for a batch of observations: the tanh of the mean when evaluating, a sample when training."""
     with torch.no_grad():
         features = agent.critic.conv(torch.as_tensor(obs, device=device).float())
         action = torch.tanh(agent.actor(features)[0]) if deterministic else agent.actor.sample(features)[0]
     return action.cpu().numpy()
 
 
-def evaluate(agent, eval_envs, modes, episodes, device, video_dir=None, step=0, stop=None):
-    """Mean-action returns per mode, {mode: array of episode returns}, and the first observation of
-    each mode's first episode. The modes' envs step together (one batched policy pass per step; see
-    make_eval_envs). With video_dir, the first episode of each mode is written as an mp4. When
-    `stop.signum` is set (an interrupt) it gives up at once and returns (None, None)."""
-    returns, shown = np.zeros((episodes, len(modes))), time.time()
+SALIENCY_EVERY = 15  # agent steps between the measured frames of each mode's first evaluation episode
+
+
+def evaluate(agent, eval_envs, args, device, quantile, video_dir=None, step=0, stop=None):
+    """Mean-action returns of args.eval_episodes episodes per mode of args.eval_modes, {mode: array of
+    episode returns}; the first observation of each mode's first episode; and where the critic's
+    saliency lands in that episode, {mode: (share of the mask on the agent, agent's share of the
+    image, images measured)}, from every SALIENCY_EVERY-th step (saliency_on_agent at `quantile`).
+    The modes' envs step together (one batched policy pass per step; see run_plumbing.make_eval_envs).
+    With video_dir, the first episode of each mode is written as an mp4. When `stop.signum` is set (an
+    interrupt) it gives up at once and returns (None, None, None). Never silent too long on the
+    console (run_plumbing.heartbeat)."""
+    modes, episodes = args.eval_modes, args.eval_episodes
+    returns, first_obs, counts, measured = np.zeros((episodes, len(modes))), None, 0, 0
     for episode in range(episodes):
-        obs, _ = eval_envs.reset()
-        first_obs = obs if episode == 0 else first_obs
-        done, frames = np.zeros(len(modes), dtype=bool), []
+        obs, _ = eval_envs.reset(options={"track_agent": episode == 0})  # the first episode records the agent's pixels
+        first_obs = obs if first_obs is None else first_obs
+        done, frames, t = np.zeros(len(modes), dtype=bool), [], 0
         while not done.all():
             if stop is not None and stop.signum:
-                return None, None
+                return None, None, None
             if video_dir and episode == 0:
                 frames.append(video_frames(agent, eval_envs.call("render"), obs, device))
             obs, reward, terminated, truncated, _ = eval_envs.step(policy_action(agent, obs, device, True))
             returns[episode] += np.where(done, 0.0, reward)  # an env that ended early restarts: ignore it
             done |= terminated | truncated
+            t += 1
+            if episode == 0 and t % SALIENCY_EVERY == 0 and not done.any():
+                counts = counts + saliency_on_agent(agent, obs, eval_envs.call("agent_masks"), quantile, device)
+                measured += 1
+            run_plumbing.heartbeat(f"evaluating: episode {episode + 1}/{episodes}, step {t}")
         for i, mode in enumerate(modes if frames else []):
-            write_video(os.path.join(video_dir, f"{mode}_step{step}.mp4"), [f[i] for f in frames])
-        if time.time() - shown > QUIET_SECONDS and episode + 1 < episodes:
-            print(f"evaluating: {episode + 1}/{episodes} episodes done", flush=True)
-            shown = time.time()
-    return {mode: returns[:, i] for i, mode in enumerate(modes)}, first_obs
+            run_plumbing.write_video(os.path.join(video_dir, f"{mode}_step{step}.mp4"), [f[i] for f in frames])
+    saliency = run_plumbing.saliency_shares(modes, counts, measured * args.frame_stack)
+    return {mode: returns[:, i] for i, mode in enumerate(modes)}, first_obs, saliency
+
+
+def saliency_on_agent(agent, obs, agent_pixels, quantile, device):
+    """mask_on_agent of the critic's saliency mask (guided backprop of Q1 at the policy's mean action,
+    kept at `quantile` per stacked frame, as SGQN's consistency term masks, paper section 4.1)."""
+    obs_t = torch.as_tensor(obs, device=device).float()
+    action = torch.as_tensor(policy_action(agent, obs, device, True), device=device)
+    mask = saliency_mask(guided_backprop(agent.critic, obs_t, action), quantile)
+    return run_plumbing.mask_on_agent(mask, torch.as_tensor(np.stack(agent_pixels), device=device)).cpu()
 
 
 def video_frames(agent, frames, obs, device):
@@ -535,354 +569,23 @@ def video_frames(agent, frames, obs, device):
     return np.stack(frames)
 
 
-def write_video(path, frames, upscale=4):
-    """mp4 of HWC uint8 frames, upscaled by pixel repetition so players show them crisply."""
-    import imageio.v2 as imageio  # only needed with --capture-video
-
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    big = [f.repeat(upscale, axis=0).repeat(upscale, axis=1) for f in frames]
-    imageio.mimwrite(path, big, fps=30, macro_block_size=1)
-
-
-def results_table(returns):
-    rows = [f"{'mode':<12} {'return':>16}"] + [
-        f"{mode:<12} {r.mean():>8.1f} +- {r.std():<5.1f}" for mode, r in returns.items()]
-    return "\n".join(rows)
-
-
 # ---------------------------------------------------------------------------------------------
-# Checkpoints
+# Training loop (its files, checks and console: run_plumbing.py)
 # ---------------------------------------------------------------------------------------------
 ALGORITHM = os.path.splitext(os.path.basename(__file__))[0]  # this script's name, in checkpoints and run files
+SCRIPT = run_plumbing.Script(ALGORITHM, Args, run_plumbing.RESUMABLE, (check_network_args,))
 
 
-def save_checkpoint(path, agent, args, step, wall_time_s, buffer=None, burst_updates=0):
-    """Networks, optimisers, temperature, step, args, training wall time so far and RNG states (and
-    how many updates of the first-updates burst an interrupt left done), written atomically: a crash
-    (or a second Ctrl-C) while saving leaves the previous checkpoint intact."""
-    parts = {f.name: getattr(agent, f.name) for f in dataclasses.fields(agent)}
-    state = {
-        "algorithm": ALGORITHM,
-        "args": dataclasses.asdict(args),
-        "step": step,
-        "wall_time_s": wall_time_s,
-        "burst_updates": burst_updates,
-        "agent": {name: part.detach() if isinstance(part, torch.Tensor) else part.state_dict()
-                  for name, part in parts.items() if part is not None},
-        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-        "buffer": buffer.state_dict() if buffer is not None else None,
-    }
-    tmp = f"{path}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path):
-    """Read a checkpoint written by this script. Any problem is a one-line ConfigError."""
-    if not os.path.isfile(path):
-        raise envs.ConfigError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        algorithm, _ = state["algorithm"], state["args"]["env_id"]
-    except Exception as e:
-        raise envs.ConfigError(f"cannot read checkpoint {path} ({type(e).__name__}): is it a .pt file from this project?") from None
-    if algorithm != ALGORITHM:
-        raise envs.ConfigError(f"checkpoint {path} was written by {algorithm}.py, not {ALGORITHM}.py")
-    return state
-
-
-def restore(agent, state, buffer=None):
-    """Load networks, optimisers, temperature and global RNG states (and the buffer, if saved)."""
-    for name, value in state["agent"].items():
-        if isinstance(value, torch.Tensor):
-            with torch.no_grad():
-                getattr(agent, name).copy_(value)
-        else:
-            getattr(agent, name).load_state_dict(value)
-    if buffer is not None and state["buffer"] is not None:
-        buffer.load_state_dict(state["buffer"])
-    random.setstate(state["rng"]["python"])
-    np.random.set_state(state["rng"]["numpy"])
-    torch.set_rng_state(state["rng"]["torch"])
-    if state["rng"]["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-
-
-# ---------------------------------------------------------------------------------------------
-# Run plumbing: arguments, run files, signals, console
-# ---------------------------------------------------------------------------------------------
-POSITIVE = ("total_timesteps", "buffer_size", "batch_size", "actor_update_freq", "target_update_freq", "num_conv_layers",
-            "num_filters", "projection_dim", "hidden_dim", "image_size", "frame_stack", "eval_freq", "eval_episodes",
-            "log_freq", "console_freq", "save_freq", "shift_copies")
-# What --resume may change; everything else (env, algorithm, architecture, seed) is the checkpoint's.
-RESUMABLE = ("total_timesteps", "eval_freq", "eval_episodes", "eval_modes", "log_freq", "console_freq", "save_freq",
-             "save_buffer", "keep_checkpoints", "capture_video", "video_easy_dir", "video_hard_dir", "davis_dir", "runs_dir", "cuda", "channels_last", "compile")
-
-
-def as_flag(name, value):
-    """A field as it is written on the command line: --num-filters 8, --no-cuda, --eval-modes train video_hard."""
-    flag = "--" + name.replace("_", "-")
-    if isinstance(value, bool):
-        return flag if value else f"--no-{flag[2:]}"
-    return f"{flag} {' '.join(map(str, value)) if isinstance(value, tuple) else value}"
-
-
-def merged_args(args, state, path, changeable, fresh=()):
-    """The args a checkpoint was trained with, where the command line changes only the `changeable`
-    fields (a flag counts as given when it differs from its default) and always sets the `fresh`
-    ones. A given flag that contradicts the checkpoint on any other field is a one-line error naming
-    it and the checkpoint's value."""
-    saved, merged, conflicts = state["args"], {}, []
-    for field in dataclasses.fields(Args):
-        name, given = field.name, getattr(args, field.name)
-        if name in ("resume", "eval_checkpoint", "eval_csv") + fresh or name not in saved:
-            merged[name] = given
-        elif given == field.default or given == saved[name]:
-            merged[name] = saved[name]
-        elif name in changeable:
-            merged[name] = given
-        else:
-            conflicts.append(f"{as_flag(name, given)} (checkpoint: {saved[name]})")
-    if conflicts:
-        raise envs.ConfigError(f"{', '.join(conflicts)}: contradicts the checkpoint {path}; drop it (only "
-                               f"{' '.join('--' + n.replace('_', '-') for n in changeable if n in merged)} may differ)")
-    return Args(**merged)
-
-
-def checked_args(args):
-    """Every check that can fail, before anything slow starts, each a one-line envs.ConfigError: the
-    checkpoints (a resumed or evaluated run takes its args from there; see merged_args), sizes and
-    frequencies, env id and modes, folders. Returns the effective args (with the run folder's name),
-    the --resume checkpoint and the --eval-checkpoint checkpoint (None when not given)."""
-    if args.resume and args.eval_checkpoint:
-        raise envs.ConfigError("give --resume (continue training) or --eval-checkpoint (evaluate only), not both")
-    resumed = load_checkpoint(args.resume) if args.resume else None
-    evaluated = load_checkpoint(args.eval_checkpoint) if args.eval_checkpoint else None
-    if resumed:
-        args = merged_args(args, resumed, args.resume, RESUMABLE)
-        if args.runs_dir == resumed["args"].get("runs_dir", Args.runs_dir):  # not moved: continue beside the checkpoint
-            args.runs_dir, args.run_name = os.path.split(os.path.dirname(args.resume) or ".")
-    elif evaluated:
-        # An evaluation is asked for afresh: its modes and episodes are the command line's (or their
-        # defaults), never those the run was evaluated with while training.
-        args = merged_args(args, evaluated, args.eval_checkpoint, RESUMABLE + ("seed",), fresh=("eval_episodes", "eval_modes"))
-        args.eval_csv = args.eval_csv or os.path.join(os.path.dirname(args.eval_checkpoint), f"eval_checkpoint_step{evaluated['step']}.csv")
-    else:
-        args = dataclasses.replace(args, run_name=args.run_name or f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
-    for name in POSITIVE:
-        if getattr(args, name) < 1:
-            raise envs.ConfigError(f"{as_flag(name, getattr(args, name))}: must be at least 1")
-    if args.shift_copies > 1 and args.augmentation != "shift":
-        raise envs.ConfigError(f"--shift-copies {args.shift_copies} needs --augmentation shift (unshifted copies would all be the same)")
-    if args.learning_starts < 0:
-        raise envs.ConfigError(f"--learning-starts {args.learning_starts}: must be 0 or more")
-    if min(conv_output_size((args.image_size, args.image_size), args.num_conv_layers)) < 1:
-        raise envs.ConfigError(f"--num-conv-layers {args.num_conv_layers} leaves no pixels of a {args.image_size}-pixel image")
-    if not args.eval_modes:
-        raise envs.ConfigError(f"--eval-modes is empty: give one or more of {' '.join(envs.ALL_MODES)}")
-    if len(set(args.eval_modes)) < len(args.eval_modes):
-        raise envs.ConfigError(f"--eval-modes {' '.join(args.eval_modes)}: a mode is listed twice")
-    for name in ("video_easy_dir", "video_hard_dir", "davis_dir"):
-        if getattr(args, name) and not os.path.isdir(getattr(args, name)):
-            raise envs.ConfigError(f"{as_flag(name, getattr(args, name))}: no such folder")
-    video_dirs = {"video_easy": args.video_easy_dir, "video_hard": args.video_hard_dir}
-    for mode in args.eval_modes:
-        envs.check_args(args.env_id, mode, action_repeat=args.action_repeat, frame_stack=args.frame_stack,
-                        image_size=args.image_size, video_dir=video_dirs.get(mode), davis_dir=args.davis_dir)
-    if evaluated:
-        if os.path.isdir(args.eval_csv) or not os.path.isdir(os.path.dirname(args.eval_csv) or "."):
-            raise envs.ConfigError(f"--eval-csv {args.eval_csv}: give a file name in an existing folder")
-        return args, None, evaluated
-    run_dir = os.path.join(args.runs_dir, args.run_name)
-    if resumed and args.total_timesteps < resumed["step"]:
-        raise envs.ConfigError(f"--total-timesteps {args.total_timesteps} is below the checkpoint's step {resumed['step']}")
-    if not resumed and os.path.exists(os.path.join(run_dir, "checkpoint.pt")):
-        raise envs.ConfigError(f"{run_dir} already holds a run: continue it with --resume {os.path.join(run_dir, 'checkpoint.pt')}, or give another --run-name")
-    try:
-        os.makedirs(run_dir, exist_ok=True)
-    except OSError as e:
-        raise envs.ConfigError(f"cannot make the run folder {run_dir} ({e.strerror}): check --runs-dir and --run-name") from None
-    return args, resumed, None
-
-
-def read_args(path):
-    """The Args of a run, read back from its args.json (as main writes it)."""
-    with open(path) as f:
-        saved = json.load(f)
-    if saved.get("algorithm") != ALGORITHM:
-        raise envs.ConfigError(f"{path} is from {saved.get('algorithm')}.py, not {ALGORITHM}.py")
-    fields = {f.name for f in dataclasses.fields(Args)}
-    return Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in fields})
-
-
-def write_json(path, data):
-    """Written atomically (temp file + rename): a reader never sees half a file."""
-    with open(f"{path}.tmp", "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(f"{path}.tmp", path)
-
-
-EVALUATION_COLUMNS = ("step", "frames", "mode", "episode", "return")
-
-
-def open_evaluations(path, previous=None, up_to_step=0):
-    """evaluations.csv, open for appending a row per evaluation episode. A resumed run carries over
-    the rows of `previous` (its checkpoint's folder) up to its checkpoint's step: a run killed after
-    an evaluation but before its checkpoint trains that stretch again. Returns the file, the step of
-    the last evaluation kept, and its mean return per mode."""
-    rows = []
-    if previous and os.path.isfile(previous):
-        with open(previous, newline="") as f:
-            rows = [row for row in csv.DictReader(f) if int(row["step"]) <= up_to_step]
-    with open(f"{path}.tmp", "w", newline="") as f:
-        writer = csv.DictWriter(f, EVALUATION_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(f"{path}.tmp", path)
-    last_step = max((int(row["step"]) for row in rows), default=0)
-    last = collections.defaultdict(list)
-    for row in rows:
-        if int(row["step"]) == last_step:
-            last[row["mode"]].append(float(row["return"]))
-    return open(path, "a", newline=""), last_step, {mode: float(np.mean(r)) for mode, r in last.items()}
-
-
-def write_evaluation(csv_file, returns, step, frames):
-    """Append a row per episode and flush, so that a killed run keeps what it evaluated."""
-    csv.writer(csv_file).writerows([step, frames, mode, episode, float(r)]
-                                   for mode, episode_returns in returns.items() for episode, r in enumerate(episode_returns))
-    csv_file.flush()
-
-
-class Interrupted(Exception):
-    """main() stopped on SIGINT, SIGTERM or SIGUSR1 after writing its checkpoint. The script exits
-    with `exit_code` = 128 + the signal's number (130, 143, 138), as a shell reports a killed job."""
-
-    def __init__(self, signum, step, checkpoint):
-        super().__init__(f"interrupted by {signal.Signals(signum).name} at step {step}")
-        self.signum, self.step, self.checkpoint, self.exit_code = signum, step, checkpoint, 128 + signum
-
-
-@contextlib.contextmanager
-def stop_signals():
-    """While the block runs, SIGINT, SIGTERM and SIGUSR1 only set `stop.signum`: the loop stops
-    cleanly at the next check, and a second signal while saving changes nothing. Installed in the
-    main thread only (the one Python lets set handlers: a launcher may call main() from another);
-    the previous handlers come back when the block ends."""
-    stop = types.SimpleNamespace(signum=None)
-
-    def record(signum, frame):
-        stop.signum = signum
-
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = {signum: signal.signal(signum, record) for signum in envs.STOP_SIGNALS} if in_main_thread else {}
-    try:
-        yield stop
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
-
-
-def duration(seconds):
-    """'3h 05min' or '4min 12s'."""
-    minutes = int(seconds) // 60
-    return f"{minutes // 60}h {minutes % 60:02d}min" if minutes >= 60 else f"{minutes}min {int(seconds) % 60:02d}s"
-
-
-def progress_line(step, args, recent, last_return, last_eval, updating_since):
-    """The console's progress line. Steps per second come from the last few lines (`recent` holds
-    their (time, step)); the ETA only once every step makes an update (from step `updating_since`,
-    None before), and from those steps only: steps without updates are far faster."""
-    recent.append((time.time(), step))
-    while updating_since is not None and recent[0][1] < updating_since:
-        recent.popleft()
-    (t0, s0), (t1, s1) = recent[0], recent[-1]
-    sps = f"{(s1 - s0) / (t1 - t0):.2f}" if s1 > s0 else "-"
-    if updating_since is None:
-        eta = "after the first updates"
-    else:
-        eta = duration((args.total_timesteps - step) * (t1 - t0) / (s1 - s0)) if s1 > s0 else "-"
-    evaluation = "".join(f" {mode} {r:.1f}" for mode, r in last_eval.items())
-    return (f"step {step}/{args.total_timesteps}  SPS {sps}  ETA {eta}  last return {last_return:.1f}"
-            + (f"  eval{evaluation}" if evaluation else ""))
-
-
-def describe_start(args, device, run_dir, agent, buffer):
-    """The start block: where the run goes, on what, how big, and what it reserves."""
-    trained = [getattr(agent, f.name) for f in dataclasses.fields(agent) if f.name != "critic_target"]
-    parameters = sum(p.numel() for part in trained if isinstance(part, nn.Module) for p in part.parameters())
-    on = f"GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"CPU, {torch.get_num_threads()} torch threads"
-    size = buffer.capacity * buffer.bytes_per_frame
-    size = f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
-    print(f"{ALGORITHM}.py on {args.env_id} (seed {args.seed}), run folder {run_dir}\n"
-          f"device: {on}\n"
-          f"networks: {args.num_conv_layers} convs x {args.num_filters} filters, projection {args.projection_dim}, "
-          f"hidden {args.hidden_dim}: {parameters / 1e6:.2f} M parameters trained\n"
-          f"replay buffer: {buffer.capacity} frames x {buffer.bytes_per_frame} bytes = {size} (--buffer-size "
-          f"{args.buffer_size}, or what {args.total_timesteps} steps store if less)\n"
-          f"evaluation: every {args.eval_freq} steps, {args.eval_episodes} episodes on {' '.join(args.eval_modes)}, "
-          f"in {len(args.eval_modes)} worker processes (starting)", flush=True)
-    if device.type == "cpu" and (args.num_conv_layers, args.num_filters) == (Args.num_conv_layers, Args.num_filters):
-        print("note: paper-size networks on a CPU take about 1 s (SAC) to 2.5 s (SGQN) per update on 2 cores: 500k steps "
-              "is days to weeks, a GPU job; for a run of a few minutes see README 'Quick look on a laptop'", flush=True)
-
-
-def buffer_capacity(args, episode_steps, saved=None):
-    """Frames to reserve: --buffer-size, or what the run can store if less (a frame per step plus
-    one per episode start; were it short, the ring would only overwrite its oldest frames). A
-    restored buffer keeps its ring as saved (its size if it had wrapped)."""
-    episodes = args.total_timesteps // episode_steps + 2 if episode_steps else args.total_timesteps + 1
-    capacity = min(args.buffer_size, args.total_timesteps + episodes)
-    if saved is not None:
-        capacity = len(saved["frames"]) if saved["full"] else max(capacity, len(saved["frames"]))
-    return capacity
-
-
-# ---------------------------------------------------------------------------------------------
-# Training loop
-# ---------------------------------------------------------------------------------------------
-def keep_freed_memory():
-    """Make glibc keep freed memory for reuse rather than hand it back to the OS. An update
-    allocates and frees activations of tens of MB (above glibc's mmap threshold); by default each
-    one is unmapped when freed and the kernel zeroes fresh pages at the next update (on 2 CPU
-    cores, SGQN's update 2.9 s -> 2.3 s; benchmarks/update_speed.py --default-allocator). The
-    process keeps its peak memory instead. Results are unchanged. Returns False where libc is not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_max = -1, -4  # mallopt parameters from glibc's malloc.h
-        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
-    except (OSError, AttributeError):
-        return False
-
-
-def make_eval_envs(args, seed):
-    """One env per evaluated mode, each seeded with its own word of `seed` (a SeedSequence), each in
-    its own worker process so that the modes render in parallel on spare cores (spawned, so each
-    worker makes its own GL context). The workers start with the stop signals blocked and then
-    ignore them (envs.quiet_worker): a Ctrl-C reaches the whole process group, and the parent
-    stops them itself."""
-    video_dirs = {"video_easy": args.video_easy_dir, "video_hard": args.video_hard_dir}
-    env_fns = [functools.partial(envs.make_env, args.env_id, int(mode_seed), mode, action_repeat=args.action_repeat,
-                                 frame_stack=args.frame_stack, image_size=args.image_size, video_dir=video_dirs.get(mode),
-                                 davis_dir=args.davis_dir)
-               for mode, mode_seed in zip(args.eval_modes, seed.generate_state(len(args.eval_modes)))]
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, envs.STOP_SIGNALS)
-    try:
-        return gym.vector.AsyncVectorEnv(env_fns, context="spawn", worker=envs.quiet_worker)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-
-
-def main(args):
-    """Train as `args` say (or, with --eval-checkpoint, only evaluate). Returns the run folder (the
-    returns per mode when evaluating). Bad input raises envs.ConfigError before anything slow starts;
-    SIGINT, SIGTERM and SIGUSR1 stop the run cleanly, checkpoint written, and raise Interrupted."""
+def main(args, given=None):
+    """Train as `args` say (with --eval-checkpoint, only evaluate) and return the run folder (the returns per mode).
+    `given`: the fields named on the command line, held against the checkpoint by --resume and --eval-checkpoint
+    (None: those that differ from their defaults). Bad input raises envs.ConfigError before anything slow starts;
+    SIGINT, SIGTERM and SIGUSR1 stop the run, checkpoint written, and raise run_plumbing.Interrupted."""
     started = time.time()
-    args, resume_state, evaluated = checked_args(args)
-    keep_freed_memory()
-    with stop_signals() as stop:
-        start_step = resume_state["step"] if resume_state else 0
+    args, resumed, evaluated = run_plumbing.checked_args(args, SCRIPT, given)
+    run_plumbing.keep_freed_memory()
+    with run_plumbing.stop_signals() as stop:
+        start_step = resumed["step"] if resumed else 0
         # One seed, an independent random stream per consumer (a resumed run starts fresh ones at its step).
         seeds = np.random.SeedSequence(args.seed, spawn_key=(start_step,))
         buffer_seed, env_seed, eval_seed, action_seed = seeds.spawn(4)
@@ -892,76 +595,35 @@ def main(args):
         torch.backends.cudnn.deterministic = args.torch_deterministic
         device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-        env = envs.make_env(args.env_id, int(env_seed.generate_state(1)[0]), "train", action_repeat=args.action_repeat,
-                            frame_stack=args.frame_stack, image_size=args.image_size)
+        env = envs.make_env(args.env_id, int(env_seed.generate_state(1)[0]), "train", **run_plumbing.env_flags(args))
         env.action_space.seed(int(action_seed.generate_state(1)[0]))
         obs_shape, action_dim = env.observation_space.shape, env.action_space.shape[0]
-        action_repeat = args.action_repeat or envs.default_action_repeat(args.env_id)
         agent = make_agent(obs_shape, action_dim, args, device)
+        if evaluated:  # --eval-checkpoint: its networks on the eval modes, no training
+            eval_envs = run_plumbing.start_evaluation(agent, args, evaluated, eval_seed)
+            returns, _, saliency = evaluate(agent, eval_envs, args, device, domain_quantile(args.env_id), stop=stop)
+            return run_plumbing.end_evaluation(args, evaluated, returns, saliency, stop.signum, env, eval_envs)
 
-        if evaluated:
-            restore(agent, evaluated)
-            step = evaluated["step"]
-            print(f"evaluating {args.eval_checkpoint} (step {step}, {args.env_id}): {args.eval_episodes} episodes per mode", flush=True)
-            eval_envs = make_eval_envs(args, eval_seed)
-            returns, _ = evaluate(agent, eval_envs, args.eval_modes, args.eval_episodes, device, stop=stop)
-            eval_envs.close()
-            env.close()
-            if returns is None:
-                print(f"interrupted: evaluation of {args.eval_checkpoint} abandoned", flush=True)
-                raise Interrupted(stop.signum, step, args.eval_checkpoint)
-            with open_evaluations(args.eval_csv)[0] as csv_file:
-                write_evaluation(csv_file, returns, step, step * action_repeat)
-            print(results_table(returns))
-            print(f"episode returns written to {args.eval_csv}")
-            return returns
-
-        saved_buffer = resume_state["buffer"] if resume_state else None
-        buffer = ReplayBuffer(buffer_capacity(args, env.max_episode_steps, saved_buffer), (3, args.image_size, args.image_size),
-                              action_dim, args.frame_stack, device, buffer_seed)
-        run_dir = os.path.join(args.runs_dir, args.run_name)
-        checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
-        write_json(os.path.join(run_dir, "args.json"), {**dataclasses.asdict(args), "algorithm": ALGORITHM})
-        previous_csv = os.path.join(os.path.dirname(args.resume), "evaluations.csv") if resume_state else None
-        evaluations, last_evaluated, last_eval = open_evaluations(os.path.join(run_dir, "evaluations.csv"), previous_csv, start_step)
-        describe_start(args, device, run_dir, agent, buffer)
-        wall_time_before = resume_state.get("wall_time_s", 0.0) if resume_state else 0.0
-        burst_updates = resume_state.get("burst_updates", 0) if resume_state else 0
-        if resume_state:
-            restore(agent, resume_state, buffer)
-            print(f"resumed at step {start_step}" + (f" with {len(buffer)} frames in the replay buffer" if len(buffer) else
-                  f"; its replay buffer was not saved (--save-buffer): updates wait for {args.learning_starts} new frames (--learning-starts)"), flush=True)
-        eval_envs = make_eval_envs(args, eval_seed)  # after the start block: the workers take a few seconds to start
-        writer = SummaryWriter(run_dir, purge_step=start_step if resume_state else None)
-        if not resume_state:
-            writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+        size = run_plumbing.buffer_capacity(args, env.max_episode_steps, resumed)
+        buffer = ReplayBuffer(size, (3, args.image_size, args.image_size), action_dim, args.frame_stack, device, buffer_seed)
+        run_plumbing.restore(agent, resumed, buffer)  # a resumed run's networks, optimisers, RNG states (and buffer, if saved)
+        run = run_plumbing.Run(SCRIPT, args, resumed, started, device, agent, buffer)  # run files, TensorBoard, start block
+        eval_envs = run.make_eval_envs(eval_seed)  # after the start block: the workers take a while to start
         target_entropy = -float(action_dim)
 
         obs, _ = env.reset()
         buffer.add_first(obs[-3:])
-        episode_return, episode_length, last_return, saved_step, updating_since = 0.0, 0, float("nan"), None, None
-        loop_start = printed = time.time()
-        metrics, recent = {}, collections.deque([(loop_start, start_step)], maxlen=30)
+        episode_return, episode_length, metrics = 0.0, 0, {}
         for global_step in range(start_step, args.total_timesteps + 1):  # global_step: agent steps taken so far
-            # Evaluate and save where due; a resumed run first evaluates a step whose evaluation an interrupt cut short.
-            if (global_step % args.eval_freq == 0 or global_step == args.total_timesteps) and global_step > last_evaluated:
-                video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
-                returns, _ = evaluate(agent, eval_envs, args.eval_modes, args.eval_episodes, device, video_dir, global_step, stop)
+            if run.evaluation_due(global_step):
+                returns, _, saliency = evaluate(
+                    agent, eval_envs, args, device, domain_quantile(args.env_id), run.video_dir, global_step, stop
+                )
                 if returns is None:  # interrupted: resuming from this step evaluates it
                     break
-                write_evaluation(evaluations, returns, global_step, global_step * action_repeat)
-                for mode, r in returns.items():
-                    writer.add_scalar(f"eval/{mode}/episodic_return", r.mean(), global_step)
-                print(f"evaluation at step {global_step}:\n{results_table(returns)}", flush=True)
-                last_eval, last_evaluated = {mode: float(r.mean()) for mode, r in returns.items()}, global_step
-            if (global_step % args.save_freq == 0 or global_step == args.total_timesteps) and global_step > start_step:
-                save_checkpoint(checkpoint_path, agent, args, global_step, wall_time_before + time.time() - started,
-                                buffer if args.save_buffer else None)
-                if args.keep_checkpoints:  # for looking back at training (e.g. where the saliency lands at each step)
-                    save_checkpoint(os.path.join(run_dir, f"checkpoint_step{global_step}.pt"), agent, args, global_step,
-                                    wall_time_before + time.time() - started)
-                print(f"checkpoint saved: {checkpoint_path} (step {global_step})", flush=True)
-                saved_step = global_step
+                run.evaluated(global_step, returns, saliency)
+            if run.save_due(global_step):
+                run.save(agent, global_step, buffer)
             if global_step == args.total_timesteps or stop.signum:
                 break
 
@@ -975,9 +637,8 @@ def main(args):
             buffer.add(obs[-3:], action, reward, terminated)
             episode_return, episode_length = episode_return + reward, episode_length + 1
             if terminated or truncated:
-                writer.add_scalar("charts/episodic_return", episode_return, global_step)
-                writer.add_scalar("charts/episodic_length", episode_length, global_step)
-                last_return, episode_return, episode_length = episode_return, 0.0, 0
+                run.episode_ended(global_step, episode_return, episode_length)
+                episode_return, episode_length = 0.0, 0
                 obs, _ = env.reset()
                 buffer.add_first(obs[-3:])
 
@@ -985,64 +646,21 @@ def main(args):
             # without a saved buffer, once it holds learning_starts new frames again). As in DMC-GB
             # and the original SGQN, the first learning step makes one update per random step.
             if global_step >= args.learning_starts and len(buffer) > max(args.learning_starts, args.frame_stack):
-                # An interrupted burst resumes where it stopped (burst_updates were done before the checkpoint).
-                updates, learn_start = args.learning_starts - burst_updates if global_step == args.learning_starts else 1, time.time()
-                updating_since = updating_since or global_step + 1
                 # No weight cache: autocast keeps the bf16 copy of a weight it made until the context
                 # exits, so later forward passes (the rest of the burst, the actor after the critic's
                 # step) would use weights from before the optimiser steps; the critic diverged.
                 with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16, cache_enabled=False):
-                    for i in range(updates):
+                    for i in range(run.updates_at(global_step)):  # an interrupted burst resumes where it stopped
                         if stop.signum:
                             break
-                        burst_updates += updates > 1
                         metrics |= update(agent, buffer.sample(args.batch_size), global_step, args, target_entropy)
-                        if updates > 1 and time.time() - printed > QUIET_SECONDS:
-                            print(f"step {global_step}/{args.total_timesteps}  first updates {i + 1}/{updates}, "
-                                  f"{duration((time.time() - learn_start) / (i + 1) * (updates - i - 1))} to go", flush=True)
-                            printed = time.time()
+                        run.updated(global_step, i)
             if stop.signum and global_step == args.learning_starts:  # an interrupted burst: its updates so far are kept
                 break
-
-            step = global_step + 1
-            if step % args.log_freq == 0 and metrics:
-                for name, value in metrics.items():
-                    writer.add_scalar(name, value.item(), step)
-                writer.add_scalar("charts/SPS", (step - start_step) / (time.time() - loop_start), step)
-                writer.add_scalar("charts/frames", step * action_repeat, step)
-            if step % args.console_freq == 0 or time.time() - printed > QUIET_SECONDS or step == updating_since:
-                print(progress_line(step, args, recent, last_return, last_eval, updating_since), flush=True)
-                printed = time.time()
-
-        # Finished, or interrupted: the checkpoint, the workers, the files, one line on the console.
-        step = global_step
-        finished = step == args.total_timesteps and last_evaluated == step
-        if saved_step != step:
-            save_checkpoint(checkpoint_path, agent, args, step, wall_time_before + time.time() - started,
-                            buffer if args.save_buffer else None, burst_updates if step == args.learning_starts else 0)
-        env.close()
-        eval_envs.close()
-        writer.close()
-        evaluations.close()
-        wall_time = wall_time_before + time.time() - started
-        write_json(os.path.join(run_dir, "summary.json"), {
-            "status": "finished" if finished else "interrupted", "step": step, "total_timesteps": args.total_timesteps,
-            "wall_time_s": round(wall_time, 1), "last_evaluation": last_eval, "checkpoint": checkpoint_path,
-            "algorithm": ALGORITHM})
-        if not finished:
-            print(f"interrupted at step {step}; resume with: python {ALGORITHM}.py --resume {checkpoint_path}", flush=True)
-            raise Interrupted(stop.signum, step, checkpoint_path)
-    print(f"finished {step} steps in {duration(wall_time)}; last evaluation:"
-          + "".join(f" {mode} {r:.1f}" for mode, r in last_eval.items())
-          + f"\ncheckpoint {checkpoint_path}, evaluations {os.path.join(run_dir, 'evaluations.csv')}, "
-          f"TensorBoard: tensorboard --logdir {args.runs_dir}", flush=True)
-    return run_dir
+            run.step_ended(global_step + 1, metrics)  # TensorBoard scalars, progress line
+        return run.finish(global_step, agent, buffer, stop.signum, env, eval_envs)
 
 
 if __name__ == "__main__":
-    try:
-        main(tyro.cli(Args))
-    except envs.ConfigError as e:
-        sys.exit(f"error: {e}")
-    except Interrupted as e:
-        sys.exit(e.exit_code)
+    with run_plumbing.exit_codes():  # bad input: one `error:` line, exit 1; a stop signal: exit 128 + its number
+        main(*run_plumbing.parse_cli(Args))

@@ -6,6 +6,7 @@ Each repeat times `--steps` steps of every mode's env, taking turns step by step
 episode ends are not timed); the median over repeats is reported with its ratio to train.
 Default: every mode (`envs.ALL_MODES`); the overlay images are timed by overlay_speed.py.
 """
+
 import argparse
 import os
 import statistics
@@ -64,8 +65,10 @@ def main():
         t = time.perf_counter()
         for i in range(500):
             procedural_frame(p, i)
-        print(f"procedural {'hard' if hard else 'easy'} background frame (84 px): "
-              f"{(time.perf_counter() - t) / 500 * 1000:.3f} ms")
+        print(
+            f"procedural {'hard' if hard else 'easy'} background frame (84 px): "
+            f"{(time.perf_counter() - t) / 500 * 1000:.3f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ last line is `learned: yes|no (...)`: yes when the last train-mode evaluation is
 `--threshold` (500: what DrQ reaches on cartpole-swingup by 100k frames, Kostrikov et al. 2021,
 report 759 +- 92).
 """
+
 import argparse
 import csv
 import dataclasses
@@ -40,10 +41,12 @@ PRESET = dict(num_conv_layers=4, num_filters=16, projection_dim=50, hidden_dim=1
 # paper (K = M = 2), in bf16 (as fast again on a CPU with bf16 units; bf16 collapses SGQN's encoder,
 # so SGQN stays fp32); `drq-km1` is DrQ as DMC-GB and the results study run it (K = M = 1, fp32),
 # which passes 500 by 100k frames on cartpole-swingup on one seed of four (README "Learning").
-METHODS = {"drq": ("sac_baseline", dict(augmentation="shift", shift_copies=2, bf16=True)),
-           "drq-km1": ("sac_baseline", dict(augmentation="shift")),
-           "sac": ("sac_baseline", dict(augmentation="none")),
-           "sgqn": ("sgqn", {})}
+METHODS = {
+    "drq": ("sac_baseline", dict(augmentation="shift", shift_copies=2, bf16=True)),
+    "drq-km1": ("sac_baseline", dict(augmentation="shift")),
+    "sac": ("sac_baseline", dict(augmentation="none")),
+    "sgqn": ("sgqn", {}),
+}
 
 
 def parse_args():
@@ -73,6 +76,7 @@ def read_evaluations(path):
 def main():
     cli = parse_args()
     import envs
+    import run_plumbing
 
     script_name, method_flags = METHODS[cli.algorithm]
     script = importlib.import_module(script_name)
@@ -82,28 +86,42 @@ def main():
     run_dir = os.path.join(cli.runs_dir, run_name)
     if cli.fresh:
         shutil.rmtree(run_dir, ignore_errors=True)
-    args = script.Args(**PRESET, **method_flags, exp_name=cli.algorithm, env_id=cli.env_id, seed=cli.seed,
-                       total_timesteps=steps, save_buffer=True,
-                       eval_freq=max(1, cli.eval_every // action_repeat), eval_episodes=cli.eval_episodes,
-                       eval_modes=tuple(cli.eval_modes), save_freq=max(1, cli.eval_every // action_repeat),
-                       run_name=run_name, runs_dir=cli.runs_dir)
+    args = script.Args(
+        **PRESET,
+        **method_flags,
+        exp_name=cli.algorithm,
+        env_id=cli.env_id,
+        seed=cli.seed,
+        total_timesteps=steps,
+        save_buffer=True,
+        eval_freq=max(1, cli.eval_every // action_repeat),
+        eval_episodes=cli.eval_episodes,
+        eval_modes=tuple(cli.eval_modes),
+        save_freq=max(1, cli.eval_every // action_repeat),
+        run_name=run_name,
+        runs_dir=cli.runs_dir,
+    )
     checkpoint = os.path.join(run_dir, "checkpoint.pt")
     if os.path.exists(checkpoint):
         args = dataclasses.replace(args, resume=checkpoint)
-    print(f"{cli.algorithm} ({script_name}.py) on {cli.env_id}, {cli.frames} frames = {steps} agent steps, "
-          f"preset {' '.join(script.as_flag(k, v) for k, v in (PRESET | method_flags).items())}", flush=True)
+    print(
+        f"{cli.algorithm} ({script_name}.py) on {cli.env_id}, {cli.frames} frames = {steps} agent steps, "
+        f"preset {' '.join(run_plumbing.as_flag(k, v) for k, v in (PRESET | method_flags).items())}",
+        flush=True,
+    )
     try:
         script.main(args)
     except envs.ConfigError as e:
         sys.exit(f"error: {e}")
-    except script.Interrupted as e:
+    except run_plumbing.Interrupted as e:
         sys.exit(e.exit_code)
 
     table = read_evaluations(os.path.join(run_dir, "evaluations.csv"))
     print(f"\n{'frames':>8}  " + "  ".join(f"{m:>18}" for m in cli.eval_modes))
     for frames in sorted(table):
-        cells = [f"{np.mean(r):8.1f} +- {np.std(r):6.1f}" if (r := table[frames].get(m)) else f"{'-':>18}"
-                 for m in cli.eval_modes]
+        cells = [
+            f"{np.mean(r):8.1f} +- {np.std(r):6.1f}" if (r := table[frames].get(m)) else f"{'-':>18}" for m in cli.eval_modes
+        ]
         print(f"{frames:>8}  " + "  ".join(cells))
     last = table[max(table)].get("train") if table else None
     if last is None:

@@ -14,6 +14,7 @@ is in the RL core. About 6 minutes per 100k frames on 2 CPU cores (the env still
 Prints one line every 5 training episodes: frames, mean training return of those episodes
 (stochastic policy), alpha, wall time.
 """
+
 import argparse
 import os
 import sys
@@ -90,8 +91,11 @@ def main():
             s = state()
             buffer.add_first(s)
             if len(returns) % 5 == 0:
-                print(f"frames {(step + 1) * env.action_repeat:>7}  train return {np.mean(returns[-5:]):6.1f}  "
-                      f"alpha {agent.log_alpha.exp().item():.3f}  {time.time() - start:5.0f} s", flush=True)
+                print(
+                    f"frames {(step + 1) * env.action_repeat:>7}  train return {np.mean(returns[-5:]):6.1f}  "
+                    f"alpha {agent.log_alpha.exp().item():.3f}  {time.time() - start:5.0f} s",
+                    flush=True,
+                )
         if step >= args.learning_starts:
             for _ in range(args.learning_starts if step == args.learning_starts else 1):
                 sac.update(agent, buffer.sample(args.batch_size), step, args, -float(action_dim))

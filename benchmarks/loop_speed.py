@@ -7,7 +7,7 @@ update), at a small size and at the paper's size, for sac_baseline.py and sgqn.p
 Each configuration runs `module.main(module.Args(...))` in a temporary folder (main writes
 `runs/`), with eval_modes=("train",) and eval_episodes=1 (main always evaluates at its last step).
 Nothing in the scripts is changed: the module's `update`, `evaluate`, `log_saliency_images`,
-`save_checkpoint`, `policy_action`, `ReplayBuffer.sample` and `envs.DMCEnv.step` are wrapped with
+`policy_action`, `ReplayBuffer.sample`, `run_plumbing.save_checkpoint` and `envs.DMCEnv.step` are wrapped with
 timers (monkeypatched; `main` looks them up at call time). Each update call records its step.
 
 `main` makes `learning_starts` updates at once at the first learning step (as DMC-GB); the steady
@@ -20,6 +20,7 @@ env step, buffer add, sample. Reported per configuration:
   burst      the learning_starts updates of the first learning step, in seconds
   eval/setup the final evaluation (+ saliency images) and everything outside the loop, seconds
 """
+
 import argparse
 import contextlib
 import importlib
@@ -34,12 +35,11 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import envs  # noqa: E402
+import run_plumbing  # noqa: E402
 
-SIZES = {"small": dict(num_conv_layers=4, num_filters=16, hidden_dim=256, batch_size=32),
-         "paper": {}}
+SIZES = {"small": dict(num_conv_layers=4, num_filters=16, hidden_dim=256, batch_size=32), "paper": {}}
 # (learning_starts, total_timesteps): the paper-size SGQN update is ~4 s on 2 CPU cores.
-STEPS = {("sac", "small"): (20, 200), ("sgqn", "small"): (20, 200),
-         ("sac", "paper"): (10, 50), ("sgqn", "paper"): (4, 14)}
+STEPS = {("sac", "small"): (20, 200), ("sgqn", "small"): (20, 200), ("sac", "paper"): (10, 50), ("sgqn", "paper"): (4, 14)}
 
 
 @contextlib.contextmanager
@@ -55,9 +55,19 @@ def patched(obj, name, wrapper):
 def run(algorithm, size, env_id, threads):
     module = importlib.import_module("sac_baseline" if algorithm == "sac" else "sgqn")
     learning_starts, total = STEPS[algorithm, size]
-    args = module.Args(env_id=env_id, seed=1, cuda=False, learning_starts=learning_starts, total_timesteps=total,
-                       buffer_size=total + 10, eval_freq=10**9, eval_episodes=1, eval_modes=("train",),
-                       save_freq=10**9, **SIZES[size])
+    args = module.Args(
+        env_id=env_id,
+        seed=1,
+        cuda=False,
+        learning_starts=learning_starts,
+        total_timesteps=total,
+        buffer_size=total + 10,
+        eval_freq=10**9,
+        eval_episodes=1,
+        eval_modes=("train",),
+        save_freq=10**9,
+        **SIZES[size],
+    )
     events = []  # (kind, t_start, t_end, step or None)
     in_eval = [False]
 
@@ -70,7 +80,9 @@ def run(algorithm, size, env_id, threads):
                 out = fn(*a, **kw)
                 events.append((kind, t, time.perf_counter(), a[step_arg] if step_arg is not None else None))
                 return out
+
             return inner
+
         return wrapper
 
     def eval_wrapper(kind):
@@ -83,7 +95,9 @@ def run(algorithm, size, env_id, threads):
                     return inner(*a, **kw)
                 finally:
                     in_eval[0] = False
+
             return flagged
+
         return wrapper
 
     torch.set_num_threads(threads)
@@ -92,7 +106,7 @@ def run(algorithm, size, env_id, threads):
         stack.enter_context(patched(module, "evaluate", eval_wrapper("eval")))
         if hasattr(module, "log_saliency_images"):
             stack.enter_context(patched(module, "log_saliency_images", eval_wrapper("eval")))
-        stack.enter_context(patched(module, "save_checkpoint", timed("checkpoint")))
+        stack.enter_context(patched(run_plumbing, "save_checkpoint", timed("checkpoint")))
         stack.enter_context(patched(module, "policy_action", timed("act", skip_in_eval=True)))
         stack.enter_context(patched(module.ReplayBuffer, "sample", timed("sample")))
         stack.enter_context(patched(envs.DMCEnv, "step", timed("env", skip_in_eval=True)))
@@ -119,9 +133,19 @@ def run(algorithm, size, env_id, threads):
     shares = {k: spent(k) / window for k in ("update", "env", "act", "sample")}
     shares["other"] = 1 - sum(shares.values())
     eval_s = sum(e[2] - e[1] for e in events if e[0] == "eval")
-    return dict(algorithm=algorithm, size=size, updates=len(updates), burst_n=len(burst), steady_n=n,
-                sps=n / window, update_ms=1000 * statistics.median(e[2] - e[1] for e in steady), shares=shares,
-                burst_s=burst[-1][2] - burst[0][1], eval_s=eval_s, wall=wall)
+    return dict(
+        algorithm=algorithm,
+        size=size,
+        updates=len(updates),
+        burst_n=len(burst),
+        steady_n=n,
+        sps=n / window,
+        update_ms=1000 * statistics.median(e[2] - e[1] for e in steady),
+        shares=shares,
+        burst_s=burst[-1][2] - burst[0][1],
+        eval_s=eval_s,
+        wall=wall,
+    )
 
 
 def main():
@@ -137,19 +161,27 @@ def main():
         for algorithm in opts.algorithms:
             print(f"running {algorithm} {size} ...", flush=True)
             rows.append(run(algorithm, size, opts.env_id, opts.threads))
-    print(f"\n{opts.env_id}, MUJOCO_GL={os.environ.get('MUJOCO_GL')}, {opts.threads} torch threads, "
-          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"\n{opts.env_id}, MUJOCO_GL={os.environ.get('MUJOCO_GL')}, {opts.threads} torch threads, "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     print("small = --num-conv-layers 4 --num-filters 16 --hidden-dim 256 --batch-size 32; paper = script defaults")
-    head = f"{'config':<12}{'updates':>9}{'steady n':>9}{'steps/s':>9}{'upd ms':>9}{'update%':>9}{'env%':>7}" \
-           f"{'act%':>6}{'sample%':>8}{'other%':>7}{'burst s':>9}{'eval s':>8}{'wall s':>8}"
+    head = (
+        f"{'config':<12}{'updates':>9}{'steady n':>9}{'steps/s':>9}{'upd ms':>9}{'update%':>9}{'env%':>7}"
+        f"{'act%':>6}{'sample%':>8}{'other%':>7}{'burst s':>9}{'eval s':>8}{'wall s':>8}"
+    )
     print(head)
     for r in rows:
         s = r["shares"]
-        print(f"{r['algorithm'] + ' ' + r['size']:<12}{r['updates']:>9}{r['steady_n']:>9}{r['sps']:>9.2f}"
-              f"{r['update_ms']:>9.0f}{100 * s['update']:>9.1f}{100 * s['env']:>7.1f}{100 * s['act']:>6.1f}"
-              f"{100 * s['sample']:>8.1f}{100 * s['other']:>7.1f}{r['burst_s']:>9.1f}{r['eval_s']:>8.1f}{r['wall']:>8.1f}")
-    print("updates = update calls counted (burst of learning_starts + steady); steady n = timed steady iterations; "
-          "upd ms = median steady update")
+        print(
+            f"{r['algorithm'] + ' ' + r['size']:<12}{r['updates']:>9}{r['steady_n']:>9}{r['sps']:>9.2f}"
+            f"{r['update_ms']:>9.0f}{100 * s['update']:>9.1f}{100 * s['env']:>7.1f}{100 * s['act']:>6.1f}"
+            f"{100 * s['sample']:>8.1f}{100 * s['other']:>7.1f}{r['burst_s']:>9.1f}{r['eval_s']:>8.1f}{r['wall']:>8.1f}"
+        )
+    print(
+        "updates = update calls counted (burst of learning_starts + steady); steady n = timed steady iterations; "
+        "upd ms = median steady update"
+    )
 
 
 if __name__ == "__main__":

@@ -7,10 +7,11 @@ Each source is timed in its first pass over the pool (every draw reads and resiz
 state (the procedural bank is all read; a folder larger than the pool reads batch / draws_per_image files per
 batch); the procedural steady state is the cost of the crops and flips alone. Without --image-dir, --files JPEGs of
 256 x 256 (the size of Places365-standard's images) are written to a temporary folder first: smooth random colour
-fields, about 10 KB each. sgqn.py's keep_freed_memory() is called first, as its main() does. Medians are reported
+fields, about 10 KB each. run_plumbing.keep_freed_memory() is called first, as main() does. Medians are reported
 (the machine is shared), with their share of an SGQN update (--update-ms, the README's default-flag figure); the
 images are needed on aux steps only, every 2nd update.
 """
+
 import argparse
 import os
 import statistics
@@ -23,7 +24,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import envs  # noqa: E402
-import sgqn  # noqa: E402
+import run_plumbing  # noqa: E402
 
 
 def write_folder(folder: str, count: int, size: int = 256):
@@ -33,7 +34,8 @@ def write_folder(folder: str, count: int, size: int = 256):
         field = np.cumsum(np.cumsum(rng.standard_normal((size // 4, size // 4, 3)), 0), 1)
         field = (field - field.min()) / np.ptp(field) * 255
         Image.fromarray(field.astype(np.uint8)).resize((size, size), Image.BILINEAR).save(
-            os.path.join(folder, f"{i:06d}.jpg"), quality=85)
+            os.path.join(folder, f"{i:06d}.jpg"), quality=85
+        )
 
 
 def time_batches(images: envs.OverlayImages, batch: int, count: int) -> list[float]:
@@ -59,7 +61,7 @@ def main():
     parser.add_argument("--batches", type=int, default=40, help="timed batches of the steady state")
     parser.add_argument("--update-ms", type=float, default=2334.0, help="an SGQN update, for the share column")
     args = parser.parse_args()
-    sgqn.keep_freed_memory()
+    run_plumbing.keep_freed_memory()
 
     print(f"batch {args.batch_size}, {args.image_size} px")
     print(f"{'source, phase':<44}{'ms':>9}{'update':>10}")

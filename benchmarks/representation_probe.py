@@ -15,6 +15,7 @@ learning). R^2 near 1: the state can be read from the features; near 0: it canno
 checkpoints of sac_baseline.py and sgqn.py; it calls their own code (never a copy of it).
 About 2 minutes for 3000 agent steps on one CPU core, most of it rendering.
 """
+
 import argparse
 import dataclasses
 import importlib
@@ -26,14 +27,14 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import envs  # noqa: E402
+import run_plumbing  # noqa: E402
 
 
 def collect(env, steps, seed):
     """(stacks uint8 (N, 9, H, W), true states (N, D), state names) from random-action episodes."""
     env.action_space.seed(seed)
     observation = env._env.task.get_observation(env.physics)
-    names = [f"{key}[{i}]" if np.size(value) > 1 else key
-             for key, value in observation.items() for i in range(np.size(value))]
+    names = [f"{key}[{i}]" if np.size(value) > 1 else key for key, value in observation.items() for i in range(np.size(value))]
 
     def state():
         observation = env._env.task.get_observation(env.physics)
@@ -52,8 +53,12 @@ def collect(env, steps, seed):
 def critic_features(critic, stacks, batch=250):
     """The critic's projection output (what its Q heads read), in batches."""
     with torch.no_grad():
-        return torch.cat([critic.projection(critic.conv(torch.as_tensor(stacks[i: i + batch]).float()))
-                          for i in range(0, len(stacks), batch)])
+        return torch.cat(
+            [
+                critic.projection(critic.conv(torch.as_tensor(stacks[i : i + batch]).float()))
+                for i in range(0, len(stacks), batch)
+            ]
+        )
 
 
 def readout_r2(features, targets, steps=3000, seed=0):
@@ -67,8 +72,13 @@ def readout_r2(features, targets, steps=3000, seed=0):
     y = torch.as_tensor((targets - mean) / std, dtype=torch.float32)
     x = torch.as_tensor(features, dtype=torch.float32)
     torch.manual_seed(seed)
-    readout = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 256), torch.nn.ReLU(),
-                                  torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, y.shape[1]))
+    readout = torch.nn.Sequential(
+        torch.nn.Linear(x.shape[1], 256),
+        torch.nn.ReLU(),
+        torch.nn.Linear(256, 256),
+        torch.nn.ReLU(),
+        torch.nn.Linear(256, y.shape[1]),
+    )
     optimizer = torch.optim.Adam(readout.parameters(), lr=1e-3)
     best_val = torch.full((y.shape[1],), float("inf"))
     test_error = torch.zeros(y.shape[1])
@@ -90,7 +100,9 @@ def readout_r2(features, targets, steps=3000, seed=0):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="a checkpoint.pt of sac_baseline.py or sgqn.py")
-    p.add_argument("--frames", type=int, default=24_000, help="frames of random play to probe on (agent steps x action repeat)")
+    p.add_argument(
+        "--frames", type=int, default=24_000, help="frames of random play to probe on (agent steps x action repeat)"
+    )
     p.add_argument("--seed", type=int, default=11, help="seed of the probe's episodes, readout and fresh network")
     p.add_argument("--readout-steps", type=int, default=3000, help="Adam steps of the MLP readout")
     cli = p.parse_args()
@@ -104,23 +116,35 @@ def main():
             raise ValueError(algorithm)
         script = importlib.import_module(algorithm)
     except Exception as e:
-        sys.exit(f"error: cannot read checkpoint {cli.checkpoint} ({type(e).__name__}): is it a checkpoint.pt of sac_baseline.py or sgqn.py?")
+        sys.exit(
+            f"error: cannot read checkpoint {cli.checkpoint} ({type(e).__name__}): is it a checkpoint.pt of sac_baseline.py or sgqn.py?"
+        )
     fields = {f.name for f in dataclasses.fields(script.Args)}
     args = script.Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["args"].items() if k in fields})
-    env = envs.make_env(args.env_id, cli.seed, "train", action_repeat=args.action_repeat,
-                        frame_stack=args.frame_stack, image_size=args.image_size)
+    env = envs.make_env(
+        args.env_id,
+        cli.seed,
+        "train",
+        action_repeat=args.action_repeat,
+        frame_stack=args.frame_stack,
+        image_size=args.image_size,
+    )
     stacks, states, names = collect(env, max(1, cli.frames // env.action_repeat), cli.seed)
     env.close()
     obs_shape, action_dim = stacks.shape[1:], env.action_space.shape[0]
     trained = script.make_agent(obs_shape, action_dim, args, "cpu")
-    script.restore(trained, state)
+    run_plumbing.restore(trained, state)
     torch.manual_seed(cli.seed)
     fresh = script.make_agent(obs_shape, action_dim, args, "cpu")
-    print(f"{algorithm} checkpoint at step {state['step']} ({state['step'] * env.action_repeat} frames), {args.env_id}; "
-          f"{len(stacks)} random-action stacks, held-out R^2 of an MLP readout of the critic's projection:")
+    print(
+        f"{algorithm} checkpoint at step {state['step']} ({state['step'] * env.action_repeat} frames), {args.env_id}; "
+        f"{len(stacks)} random-action stacks, held-out R^2 of an MLP readout of the critic's projection:"
+    )
     print(f"{'state':24s} {'trained':>8s} {'fresh init':>10s}")
-    rows = [readout_r2(critic_features(agent.critic, stacks).numpy(), states, cli.readout_steps, cli.seed)
-            for agent in (trained, fresh)]
+    rows = [
+        readout_r2(critic_features(agent.critic, stacks).numpy(), states, cli.readout_steps, cli.seed)
+        for agent in (trained, fresh)
+    ]
     for name, r2_trained, r2_fresh in zip(names, *rows):
         print(f"{name:24s} {r2_trained:8.2f} {r2_fresh:10.2f}")
 

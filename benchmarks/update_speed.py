@@ -19,13 +19,14 @@ time: sample, overlay, critic, actor, target, aux; "other" is the rest of the st
 glue). "attribution" (guided_backprop + saliency_mask) runs INSIDE critic and aux and is
 already counted there; it is shown on its own line for information only.
 
-The script's keep_freed_memory() is called first, as its main() does (--default-allocator skips
+run_plumbing.keep_freed_memory() is called first, as main() does (--default-allocator skips
 it, to measure what it saves). Speed flags (--no-channels-last, --bf16, --compile) are passed to
 the script's Args; a script without those fields makes the benchmark say so and exit with status
 2. Medians are reported (the
 machine is shared); the last line is `<algorithm> update ms/step: X`, X = mean of the median
 odd-step and median even-step totals.
 """
+
 import argparse
 import dataclasses
 import importlib
@@ -40,6 +41,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import envs  # noqa: E402
+import run_plumbing  # noqa: E402
 
 # The original code (before any speed work) on the 2-core dev machine: fp32, 2 threads, batch 128.
 ORIGINAL_MS = {"sgqn": 3980.0, "sac": 754.0}
@@ -58,12 +60,21 @@ def parse_args():
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--learning-preset", action="store_true",
-                   help="the networks of benchmarks/learning.py's PRESET (4 convs x 16, projection 50, hidden 1024) instead of the paper's")
-    p.add_argument("--shift-copies", type=int,
-                   help="DrQ's K = M: copies of each transition, each shifted on its own; also sets --augmentation shift (sac's default is none)")
-    p.add_argument("--default-allocator", action="store_true",
-                   help="skip the script's keep_freed_memory() (glibc's defaults: freed activations go back to the OS)")
+    p.add_argument(
+        "--learning-preset",
+        action="store_true",
+        help="the networks of benchmarks/learning.py's PRESET (4 convs x 16, projection 50, hidden 1024) instead of the paper's",
+    )
+    p.add_argument(
+        "--shift-copies",
+        type=int,
+        help="DrQ's K = M: copies of each transition, each shifted on its own; also sets --augmentation shift (sac's default is none)",
+    )
+    p.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="skip run_plumbing.keep_freed_memory() (glibc's defaults: freed activations go back to the OS)",
+    )
     return p.parse_args()
 
 
@@ -82,6 +93,7 @@ class PhaseTimer:
             self.sync()
             self.current[phase] += time.perf_counter() - t
             return out
+
         return timed
 
     def patch(self, module, name, phase):
@@ -109,7 +121,7 @@ def main():
         if name not in fields:
             print(f"flag --{name.replace('_', '-')} not supported by {module.__name__}.py yet (no Args.{name})")
             sys.exit(2)
-    kept = False if opts.default_allocator else module.keep_freed_memory()  # as main() does
+    kept = False if opts.default_allocator else run_plumbing.keep_freed_memory()  # as main() does
     device = torch.device(opts.device)
     torch.set_num_threads(opts.threads)
     torch.manual_seed(0)
@@ -117,6 +129,7 @@ def main():
     extra = {"sgqn_quantile": 0.95} if opts.algorithm == "sgqn" else {}
     if opts.learning_preset:
         from learning import PRESET
+
         extra |= {k: v for k, v in PRESET.items() if k != "batch_size"}
     if opts.shift_copies:
         extra |= {"shift_copies": opts.shift_copies, "augmentation": "shift"}
@@ -128,9 +141,14 @@ def main():
     target_entropy = -float(ACTION_DIM)
 
     timer = PhaseTimer(device)
-    for name, phase in (("update_critic", "critic"), ("update_actor_and_alpha", "actor"),
-                        ("update_target", "target"), ("update_aux", "aux"),
-                        ("guided_backprop", "attribution"), ("saliency_mask", "attribution")):
+    for name, phase in (
+        ("update_critic", "critic"),
+        ("update_actor_and_alpha", "actor"),
+        ("update_target", "target"),
+        ("update_aux", "aux"),
+        ("guided_backprop", "attribution"),
+        ("saliency_mask", "attribution"),
+    ):
         if hasattr(module, name):
             timer.patch(module, name, phase)
     buffer.sample = timer.wrap(buffer.sample, "sample")
@@ -156,9 +174,11 @@ def main():
     flags = " ".join(f"--{k.replace('_', '-')}" for k, v in speed.items() if v) if any(speed.values()) else "fp32, NCHW"
     flags += ", freed memory kept" if kept else ", glibc's default allocator"
     copies = f" x {args.shift_copies} shifted copies" if args.shift_copies > 1 else ""
-    print(f"{module.__name__}.py update, walker-walk shapes, batch {args.batch_size}, augmentation {args.augmentation}{copies}, "
-          f"{args.num_conv_layers} convs x {args.num_filters} filters, hidden {args.hidden_dim}; {flags}; device {device}, "
-          f"{opts.threads} threads")
+    print(
+        f"{module.__name__}.py update, walker-walk shapes, batch {args.batch_size}, augmentation {args.augmentation}{copies}, "
+        f"{args.num_conv_layers} convs x {args.num_filters} filters, hidden {args.hidden_dim}; {flags}; device {device}, "
+        f"{opts.threads} threads"
+    )
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     t = time.perf_counter()
     for step in range(opts.warmup):
@@ -175,8 +195,7 @@ def main():
 
     print(f"\nmedian ms per phase ({len(runs['odd'])} odd steps, {len(runs['even'])} even steps)")
     print(f"{'phase':<14}{'odd':>10}{'even':>10}")
-    phases = [p for p in (*TOP_LEVEL, "other", "attribution")
-              if any(p in r for rs in runs.values() for r in rs)]
+    phases = [p for p in (*TOP_LEVEL, "other", "attribution") if any(p in r for rs in runs.values() for r in rs)]
     for phase in phases:
         note = "   (inside critic/aux, already counted there)" if phase == "attribution" else ""
         print(f"{phase:<14}{med('odd', phase):>10.1f}{med('even', phase):>10.1f}{note}")

@@ -30,12 +30,17 @@ Modes (`envs.MODES`, the DMC-GB modes evaluated by default; `envs.ALL_MODES` add
   `make_env(..., mode="distracting_cs", intensity=x)` for any x in (0, 1]. Domains reacher, cartpole,
   finger, cheetah, ball_in_cup, walker; videos procedural, or DAVIS 2017 from `davis_dir`.
 
+`reset(options={"track_agent": True})` also records, for that episode, which pixels of each stacked
+frame show the agent (`agent_masks()`; the agent = what video_hard keeps: every geom but the floor,
+from the renderer's segmentation), for measuring where a saliency map lands.
+
 `make_env(seed)` seeds the task's initial states, the colour draws and the distracting_cs draws;
 `reset(seed=s)` reseeds them and restarts the video order. Every bad argument raises `ConfigError`
 with a one-line message.
 
 `quiet_worker` is the AsyncVectorEnv worker the training scripts run their eval envs in.
 """
+
 from __future__ import annotations
 
 import collections
@@ -64,8 +69,8 @@ class ConfigError(ValueError):
     """A bad argument or environment setup; the message is one line naming what to fix."""
 
 
-from envs.backgrounds import OverlayImages, VideoSource  # noqa: E402,F401  (needs ConfigError)
 from envs import distracting  # noqa: E402
+from envs.backgrounds import OverlayImages, VideoSource  # noqa: E402,F401  (needs ConfigError)
 
 # DMC defaults (dm_control/suite/common/materials.xml and skybox.xml) and DMC-GB's noise levels.
 DEFAULT_COLORS = {"self": (0.7, 0.5, 0.3), "skybox": (0.4, 0.6, 0.8), "grid": (0.1, 0.2, 0.3)}
@@ -76,9 +81,11 @@ COLOR_SIGMA = {"color_easy": 0.1, "color_hard": 0.2}
 def gl_error_message(err: BaseException) -> str:
     """The one-line advice shown when MuJoCo cannot get an OpenGL context."""
     detail = " ".join(f"{type(err).__name__}: {err}".split())
-    return (f"MuJoCo could not render with MUJOCO_GL={os.environ.get('MUJOCO_GL')} ({detail}); "
-            "for EGL install `libegl1 libgl1-mesa-dri` (Debian/Ubuntu), or use software rendering "
-            "with MUJOCO_GL=osmesa after installing `libosmesa6`")
+    return (
+        f"MuJoCo could not render with MUJOCO_GL={os.environ.get('MUJOCO_GL')} ({detail}); "
+        "for EGL install `libegl1 libgl1-mesa-dri` (Debian/Ubuntu), or use software rendering "
+        "with MUJOCO_GL=osmesa after installing `libosmesa6`"
+    )
 
 
 def _suite():
@@ -122,16 +129,23 @@ def draw_colors(rng: np.random.Generator, sigma: float) -> dict[str, np.ndarray]
     return {k: np.clip(np.array(d) + rng.normal(0.0, sigma, 3), 0.0, 1.0) for k, d in DEFAULT_COLORS.items()}
 
 
-def check_args(env_id: str, mode: str = "train", *, action_repeat: int | None = None, frame_stack: int = 3,
-               image_size: int = 84, video_dir: str | None = None, intensity: float | None = None,
-               davis_dir: str | None = None):
+def check_args(
+    env_id: str,
+    mode: str = "train",
+    *,
+    action_repeat: int | None = None,
+    frame_stack: int = 3,
+    image_size: int = 84,
+    video_dir: str | None = None,
+    intensity: float | None = None,
+    davis_dir: str | None = None,
+):
     """The checks `make_env` makes before MuJoCo starts (ConfigError on bad input), for callers
     that build envs in worker processes. Returns (domain, task, action_repeat, background source):
     a `VideoSource` (video modes), a `distracting.Backgrounds` (distracting_cs modes) or None."""
     domain, task = _parse_id(env_id)
     if mode not in ALL_MODES + ("distracting_cs",):
-        raise ConfigError(f"unknown mode {mode!r}; valid modes: {', '.join(ALL_MODES)}, "
-                          "distracting_cs (with intensity=x)")
+        raise ConfigError(f"unknown mode {mode!r}; valid modes: {', '.join(ALL_MODES)}, distracting_cs (with intensity=x)")
     action_repeat = default_action_repeat(env_id) if action_repeat is None else action_repeat
     for name, value in (("action_repeat", action_repeat), ("frame_stack", frame_stack), ("image_size", image_size)):
         if not isinstance(value, (int, np.integer)) or value < 1:
@@ -142,31 +156,57 @@ def check_args(env_id: str, mode: str = "train", *, action_repeat: int | None = 
         videos = VideoSource(mode, image_size, video_dir) if mode.startswith("video") else None
         return domain, task, int(action_repeat), videos
     if domain not in distracting.DOMAINS:
-        raise ConfigError(f"{mode} supports the domains {', '.join(distracting.DOMAINS)} (as the original), "
-                          f"not {domain!r}")
+        raise ConfigError(f"{mode} supports the domains {', '.join(distracting.DOMAINS)} (as the original), not {domain!r}")
     if mode != "distracting_cs":
         if intensity is not None:
-            raise ConfigError(f"mode {mode!r} has intensity {distracting.LEVELS[mode]}; pass intensity only "
-                              "with mode 'distracting_cs'")
+            raise ConfigError(
+                f"mode {mode!r} has intensity {distracting.LEVELS[mode]}; pass intensity only with mode 'distracting_cs'"
+            )
         intensity = distracting.LEVELS[mode]
     elif not isinstance(intensity, (int, float, np.number)) or not 0 < intensity <= 1:
         raise ConfigError(f"mode 'distracting_cs' needs an intensity in (0, 1], got {intensity!r}")
     return domain, task, int(action_repeat), distracting.Backgrounds(float(intensity), 2 * image_size, davis_dir)
 
 
-def make_env(env_id: str, seed: int, mode: str = "train", *, action_repeat: int | None = None,
-             frame_stack: int = 3, image_size: int = 84, video_dir: str | None = None,
-             intensity: float | None = None, davis_dir: str | None = None, camera_id: int | None = None) -> gym.Env:
+def make_env(
+    env_id: str,
+    seed: int,
+    mode: str = "train",
+    *,
+    action_repeat: int | None = None,
+    frame_stack: int = 3,
+    image_size: int = 84,
+    video_dir: str | None = None,
+    intensity: float | None = None,
+    davis_dir: str | None = None,
+    camera_id: int | None = None,
+) -> gym.Env:
     """A pixel DMC env (see the module docstring). Arguments are checked before MuJoCo starts.
 
     `video_dir` is used by the video modes only (None: procedural videos), `davis_dir` (a DAVIS 2017
     folder; None: procedural videos) by the distracting_cs modes only, `intensity` by mode
     "distracting_cs" only; `camera_id` None picks camera 0 (2 for quadruped)."""
     domain, task, action_repeat, backgrounds = check_args(
-        env_id, mode, action_repeat=action_repeat, frame_stack=frame_stack, image_size=image_size,
-        video_dir=video_dir, intensity=intensity, davis_dir=davis_dir)
-    return DMCEnv(domain, task, seed, mode, action_repeat, int(frame_stack), int(image_size), backgrounds,
-                  (2 if domain == "quadruped" else 0) if camera_id is None else camera_id)
+        env_id,
+        mode,
+        action_repeat=action_repeat,
+        frame_stack=frame_stack,
+        image_size=image_size,
+        video_dir=video_dir,
+        intensity=intensity,
+        davis_dir=davis_dir,
+    )
+    return DMCEnv(
+        domain,
+        task,
+        seed,
+        mode,
+        action_repeat,
+        int(frame_stack),
+        int(image_size),
+        backgrounds,
+        (2 if domain == "quadruped" else 0) if camera_id is None else camera_id,
+    )
 
 
 class DMCEnv(gym.Env):
@@ -207,10 +247,14 @@ class DMCEnv(gym.Env):
         if not 0 <= camera_id < model.ncam:
             raise ConfigError(f"camera_id {camera_id} out of range: {domain} has cameras 0..{model.ncam - 1}")
         if image_size > min(model.vis.global_.offwidth, model.vis.global_.offheight):
-            raise ConfigError(f"image_size {image_size} exceeds the {domain} offscreen buffer "
-                              f"({model.vis.global_.offwidth}x{model.vis.global_.offheight})")
+            raise ConfigError(
+                f"image_size {image_size} exceeds the {domain} offscreen buffer "
+                f"({model.vis.global_.offwidth}x{model.vis.global_.offheight})"
+            )
+        floor = np.isin(model.geom_type, [mujoco.mjtGeom.mjGEOM_PLANE, mujoco.mjtGeom.mjGEOM_HFIELD])
+        self._floor_ids = np.flatnonzero(floor)
+        self._agent_masks = None  # deque of (H, W) bool while an episode tracks the agent
         if mode == "video_hard":  # hide the floor (alpha 0 geoms are not drawn, nor reflected)
-            floor = np.isin(model.geom_type, [mujoco.mjtGeom.mjGEOM_PLANE, mujoco.mjtGeom.mjGEOM_HFIELD])
             model.geom_matid[floor] = -1
             model.geom_rgba[floor, 3] = 0.0
         try:
@@ -223,8 +267,10 @@ class DMCEnv(gym.Env):
             self.distraction = distracting.Distraction(physics, domain, camera_id, backgrounds)
 
         if mode in COLOR_SIGMA:
-            self._mat = {n: mujoco.mj_name2id(model.ptr, mujoco.mjtObj.mjOBJ_MATERIAL, n)
-                         for n in ("self", "self_default", "effector", "effector_default")}
+            self._mat = {
+                n: mujoco.mj_name2id(model.ptr, mujoco.mjtObj.mjOBJ_MATERIAL, n)
+                for n in ("self", "self_default", "effector", "effector_default")
+            }
             self._tex = {}  # name -> (texture id, slice of tex_data, original bytes (N, 3))
             for name in ("skybox", "grid"):
                 i = mujoco.mj_name2id(model.ptr, mujoco.mjtObj.mjOBJ_TEXTURE, name)
@@ -240,7 +286,7 @@ class DMCEnv(gym.Env):
         return self._env.physics
 
     def _seed(self, seed):
-        self._env.task.random.seed(seed)        # initial states
+        self._env.task.random.seed(seed)  # initial states
         self._rng = np.random.default_rng(seed)  # colour and distracting_cs draws
         self._episode = 0
 
@@ -276,12 +322,26 @@ class DMCEnv(gym.Env):
 
     def _render(self) -> np.ndarray:
         rgb = self._camera.render().copy()  # copy: the camera reuses its buffer
+        if self._videos is not None or self._agent_masks is not None:
+            segmentation = self._camera.render(segmentation=True)  # (H, W, 2): object id (-1: none), object type
         if self._videos is not None:
-            background = self._camera.render(segmentation=True)[..., 0] == -1  # -1: no geom
+            background = segmentation[..., 0] == -1
             frame = self._clip[self._t % len(self._clip)]
             rgb[background] = frame[background]
+        if self._agent_masks is not None:  # the agent: any geom but the floor (what video_hard keeps)
+            import mujoco
+
+            is_geom = segmentation[..., 1] == mujoco.mjtObj.mjOBJ_GEOM
+            self._agent_masks.append(is_geom & ~np.isin(segmentation[..., 0], self._floor_ids))
         self._frame = rgb
         return rgb
+
+    def agent_masks(self) -> np.ndarray:
+        """Which pixels of each stacked frame show the agent, bool (frame_stack, H, W), in an episode
+        reset with options={"track_agent": True} (one segmentation render per step more)."""
+        if self._agent_masks is None:
+            raise RuntimeError("agent_masks() needs an episode reset with options={'track_agent': True}")
+        return np.stack(self._agent_masks)
 
     def _obs(self) -> np.ndarray:
         return np.concatenate([f.transpose(2, 0, 1) for f in self._frames])
@@ -297,12 +357,16 @@ class DMCEnv(gym.Env):
             self._clip = self._videos.clip(self.video_index)
         self._episode += 1
         self._t = self._control_steps = 0
+        track = bool((options or {}).get("track_agent"))
+        self._agent_masks = collections.deque(maxlen=self._frames.maxlen) if track else None
         self._env.reset()
         if self.distraction is not None:
             self.distraction.reset(self.physics, self._rng)
             self.video_index = self.distraction.video_index
         frame = self._render()
         self._frames.extend([frame] * self._frames.maxlen)
+        if track:  # the first frame repeats in the stack, so does its mask
+            self._agent_masks.extend([self._agent_masks[-1]] * (self._frames.maxlen - 1))
         return self._obs(), {}
 
     def step(self, action):
@@ -322,7 +386,7 @@ class DMCEnv(gym.Env):
             self.distraction.apply(self.physics)
         self._frames.append(self._render())
         terminated = ts.last() and ts.discount == 0.0  # a task's own termination (rare in the suite)
-        truncated = ts.last() and not terminated       # the time limit
+        truncated = ts.last() and not terminated  # the time limit
         return self._obs(), float(reward), bool(terminated), bool(truncated), {}
 
     def render(self) -> np.ndarray:

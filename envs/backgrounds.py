@@ -10,6 +10,7 @@ Two sources for each:
     any jpg/png tree (e.g. Places365) for overlay images.
 Everything is resized once, at load, to the observation size; only that small copy is kept.
 """
+
 from __future__ import annotations
 
 import functools
@@ -43,8 +44,8 @@ def _periodic_noise(rng: np.random.Generator, size: int) -> np.ndarray:
         i0 = u.astype(int)
         i1 = (i0 + 1) % cells
         f = (u - i0).astype(np.float32)
-        rows = grid[i0] * (1 - f)[:, None] + grid[i1] * f[:, None]          # (size, cells)
-        out += weight * (rows[:, i0] * (1 - f) + rows[:, i1] * f)           # (size, size)
+        rows = grid[i0] * (1 - f)[:, None] + grid[i1] * f[:, None]  # (size, cells)
+        out += weight * (rows[:, i0] * (1 - f) + rows[:, i1] * f)  # (size, size)
     return out / max(np.abs(out).max(), 1e-6)
 
 
@@ -54,18 +55,18 @@ def procedural_params(rng: np.random.Generator, size: int, hard: bool) -> dict:
     n_shapes, speed, tex_amp = (6, 2.0, 0.35) if hard else (3, 1.0, 0.2)
     return dict(
         size=size,
-        palette=rng.uniform(0, 1, (3, 3)).astype(np.float32),              # 3 colours to blend
-        freq=rng.uniform(0.5, 3.0, (2, 3, 2)) * 2 * np.pi,                # 2 fields x 3 waves x (x, y)
-        vel=rng.uniform(-0.05, 0.05, (2, 3, 2)) * speed,                  # radians per frame
+        palette=rng.uniform(0, 1, (3, 3)).astype(np.float32),  # 3 colours to blend
+        freq=rng.uniform(0.5, 3.0, (2, 3, 2)) * 2 * np.pi,  # 2 fields x 3 waves x (x, y)
+        vel=rng.uniform(-0.05, 0.05, (2, 3, 2)) * speed,  # radians per frame
         phase=rng.uniform(0, 2 * np.pi, (2, 3, 2)),
         shape_rgb=rng.uniform(0, 1, (n_shapes, 3)).astype(np.float32),
         shape_r=rng.uniform(0.08, 0.2, n_shapes).astype(np.float32),
-        shape_w=rng.uniform(-0.04, 0.04, (n_shapes, 2)) * speed,          # Lissajous paths
+        shape_w=rng.uniform(-0.04, 0.04, (n_shapes, 2)) * speed,  # Lissajous paths
         shape_p=rng.uniform(0, 2 * np.pi, (n_shapes, 2)),
         square=rng.random(n_shapes) < 0.5,
         texture=_periodic_noise(rng, size),
         tex_amp=np.float32(tex_amp),
-        tex_vel=rng.uniform(-1.0, 1.0, 2) * speed,                        # pixels per frame
+        tex_vel=rng.uniform(-1.0, 1.0, 2) * speed,  # pixels per frame
     )
 
 
@@ -76,7 +77,7 @@ def procedural_frame(p: dict, t: int) -> np.ndarray:
     # Two smooth fields, each a sum of separable products of travelling sines: small matmuls of
     # 1-D waves instead of S*S transcendental calls.
     waves = np.sin(p["freq"][..., None] * x + (p["vel"] * t + p["phase"])[..., None]).astype(np.float32)
-    field = waves[:, :, 1].transpose(0, 2, 1) @ waves[:, :, 0] / 3            # (2, S, S) in [-1, 1]
+    field = waves[:, :, 1].transpose(0, 2, 1) @ waves[:, :, 0] / 3  # (2, S, S) in [-1, 1]
     c0, c1, c2 = p["palette"]
     img = c0 + np.tensordot(0.5 + 0.5 * field, np.stack([c1 - c0, c2 - c0]), axes=(0, 0))  # (S, S, 3)
     # Moving soft-edged shapes: a handful, each touching only its bounding box.
@@ -88,7 +89,7 @@ def procedural_frame(p: dict, t: int) -> np.ndarray:
             continue
         dx, dy = np.abs(x[x0:x1] - cx), np.abs(x[y0:y1] - cy)
         d = np.maximum(dx[None, :], dy[:, None]) if sq else np.sqrt(dx[None, :] ** 2 + dy[:, None] ** 2)
-        a = np.clip((r - d) * (s / 1.5) + 0.5, 0, 1)[..., None]               # ~1.5 px soft edge
+        a = np.clip((r - d) * (s / 1.5) + 0.5, 0, 1)[..., None]  # ~1.5 px soft edge
         box = img[y0:y1, x0:x1]
         box += a * (rgb - box)
     # Scrolling texture modulates brightness.
@@ -160,20 +161,22 @@ class VideoSource:
             video_dir = os.path.join(video_dir, mode)
         entries = sorted(os.listdir(video_dir), key=natural_key)
         self.paths = [
-            os.path.join(video_dir, e) for e in entries
+            os.path.join(video_dir, e)
+            for e in entries
             if e.lower().endswith(VIDEO_EXTS)
             or (os.path.isdir(os.path.join(video_dir, e)) and _image_files(os.path.join(video_dir, e), False))
         ]
         if not self.paths:
             raise ConfigError(
-                f"video_dir {video_dir!r} holds no videos ({'/'.join(VIDEO_EXTS)} files or folders of jpg/png frames)")
+                f"video_dir {video_dir!r} holds no videos ({'/'.join(VIDEO_EXTS)} files or folders of jpg/png frames)"
+            )
 
     def __len__(self):
         return NUM_VIDEOS[self.mode] if self.paths is None else len(self.paths)
 
     def clip(self, k: int):
         if self.paths is None:
-            set_id = 0 if self.mode == "video_easy" else 1   # fixed sets: not the env's seed
+            set_id = 0 if self.mode == "video_easy" else 1  # fixed sets: not the env's seed
             rng = np.random.default_rng([set_id, k])
             return ProceduralClip(procedural_params(rng, self.size, hard=self.mode == "video_hard"))
         return load_clip(self.paths[k], self.size)
@@ -191,8 +194,9 @@ def seed_key(seed) -> list[int]:
     return [int(seed)]
 
 
-def random_resized_crop_boxes(rng: np.random.Generator, heights, widths, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
-                              tries: int = 10):
+def random_resized_crop_boxes(
+    rng: np.random.Generator, heights, widths, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), tries: int = 10
+):
     """Crop boxes (top, left, height, width), one per image of size (heights[i], widths[i]), drawn as torchvision's
     `RandomResizedCrop.get_params` draws them: up to `tries` draws of an area fraction uniform in `scale` and an
     aspect ratio log-uniform in `ratio`; the first that fits is placed uniformly at random; if none fits, a centre
@@ -231,19 +235,22 @@ def resized_crops(pool: np.ndarray, slots, boxes, sizes, out: int, flips) -> np.
     top, left, h, w = boxes
     y0, y1, wy = taps(top, h, sizes[:, 0])
     x0, x1, wx = (np.where(flips[:, None], a[:, ::-1], a) for a in taps(left, w, sizes[:, 1]))
+
     def lerp(low, high, weight):  # in place, float32: low + weight * (high - low)
         high -= low
         high *= weight
         low += high
         return low
 
-    rows = lerp(pool[slots[:, None], y0].astype(np.float32), pool[slots[:, None], y1].astype(np.float32),
-                wy[:, :, None, None])                                     # (n, out, stored, 3)
+    rows = lerp(
+        pool[slots[:, None], y0].astype(np.float32), pool[slots[:, None], y1].astype(np.float32), wy[:, :, None, None]
+    )  # (n, out, stored, 3)
     # Columns: one gather of whole RGB float triples (a 12-byte item each) per tap, from the flattened rows.
     pixels = rows.view(np.dtype((np.void, 12))).reshape(-1)
     row_start = (np.arange(n * out) * stored).reshape(n, out, 1)
-    left_tap, right_tap = (np.take(pixels, row_start + x[:, None, :]).view(np.float32).reshape(n, out, out, 3)
-                           for x in (x0, x1))
+    left_tap, right_tap = (
+        np.take(pixels, row_start + x[:, None, :]).view(np.float32).reshape(n, out, out, 3) for x in (x0, x1)
+    )
     image = lerp(left_tap, right_tap, wx[:, None, :, None])
     image += 0.5  # round
     return np.ascontiguousarray(image.astype(np.uint8).transpose(0, 3, 1, 2))
@@ -267,8 +274,9 @@ class OverlayImages:
     reads one per draw); cost in benchmarks/overlay_speed.py. `last_drawn`: stream indices of the last batch.
     """
 
-    def __init__(self, image_dir: str | None = None, image_size: int = 84, seed=0, max_images: int = 8192,
-                 draws_per_image: int = 8):
+    def __init__(
+        self, image_dir: str | None = None, image_size: int = 84, seed=0, max_images: int = 8192, draws_per_image: int = 8
+    ):
         self.rng = np.random.default_rng(seed)  # seed: an int or a numpy SeedSequence
         self.image_size, self.stored_size = image_size, (3 * image_size + 1) // 2
         if image_dir is None:
@@ -284,9 +292,9 @@ class OverlayImages:
             self.files = [files[i] for i in self.rng.permutation(len(files))]
         n = min(max_images, len(self.files))
         self.pool = np.empty((n, self.stored_size, self.stored_size, 3), np.uint8)  # pages are touched when filled
-        self.sizes = np.ones((n, 2), np.int64)       # original (height, width) of each pooled image
-        self.source = np.full(n, -1)                 # its index in the stream (-1: not read yet)
-        self._draws_left = np.zeros(n, np.int64)     # draws before the slot is refilled
+        self.sizes = np.ones((n, 2), np.int64)  # original (height, width) of each pooled image
+        self.source = np.full(n, -1)  # its index in the stream (-1: not read yet)
+        self._draws_left = np.zeros(n, np.int64)  # draws before the slot is refilled
         self._lifetime = draws_per_image if len(self.files) > n else np.iinfo(np.int64).max // 2
         self._reads, self._order, self._pos = 0, self.rng.permutation(n), 0
         self.last_drawn = None

@@ -24,6 +24,7 @@ frames, about a DAVIS clip); or DAVIS 2017 read as the original reads it, `<davi
 in sorted order (the original's list). Each clip is resized once, to the sky texture (2x the observation size).
 All random draws come from the env's generator: the same seed gives the same frames.
 """
+
 from __future__ import annotations
 
 import functools
@@ -74,8 +75,10 @@ class Backgrounds:
             return
         frames_dir = os.path.join(os.path.expanduser(davis_dir), "JPEGImages", "480p")
         if not os.path.isdir(frames_dir):
-            raise ConfigError(f"davis_dir {davis_dir!r} has no JPEGImages/480p folder "
-                              "(DAVIS 2017 layout: <davis_dir>/JPEGImages/480p/<sequence>/*.jpg)")
+            raise ConfigError(
+                f"davis_dir {davis_dir!r} has no JPEGImages/480p folder "
+                "(DAVIS 2017 layout: <davis_dir>/JPEGImages/480p/<sequence>/*.jpg)"
+            )
         train_list = os.path.join(os.path.expanduser(davis_dir), "ImageSets", "2017", "train.txt")
         if os.path.isfile(train_list):
             with open(train_list) as f:
@@ -88,8 +91,7 @@ class Backgrounds:
             where = f"sequence folder {empty[0]!r} is missing or holds no jpg/png" if empty else "holds no sequences"
             raise ConfigError(f"davis_dir {davis_dir!r}: {where}")
         if count is not None and len(paths) < count:
-            raise ConfigError(f"davis_dir {davis_dir!r} has {len(paths)} train sequences; "
-                              f"intensity {intensity} uses {count}")
+            raise ConfigError(f"davis_dir {davis_dir!r} has {len(paths)} train sequences; intensity {intensity} uses {count}")
         self.paths, self.count = paths, len(paths)
 
     def __len__(self):
@@ -140,8 +142,10 @@ class Distraction:
         self.domain, self.camera_id, self.backgrounds = domain, camera_id, backgrounds
         mode = int(model.cam_mode[camera_id])
         if mode not in (CAMERA_FIXED, CAMERA_TRACKCOM):
-            raise ConfigError(f"distracting_cs moves fixed or centre-of-mass-tracking cameras; camera_id {camera_id} "
-                              f"of {domain} has mode {mujoco.mjtCamLight(mode).name}")
+            raise ConfigError(
+                f"distracting_cs moves fixed or centre-of-mass-tracking cameras; camera_id {camera_id} "
+                f"of {domain} has mode {mujoco.mjtCamLight(mode).name}"
+            )
         self.tracking = mode == CAMERA_TRACKCOM
         self.keep_horizon = domain != "reacher"
         self.angle_delta, self.roll_delta = np.pi / 2 * x, np.pi / 2 * x
@@ -200,8 +204,7 @@ class Distraction:
     # ------------------------------------------------------------------ dynamics
     def _walk_camera(self, rng: np.random.Generator):
         self.vel = self.vel + rng.standard_normal(3) * self.vel_std * self.vel_scale
-        self.roll_vel = np.clip(self.roll_vel + rng.standard_normal() * self.roll_std,
-                                -self.max_roll_vel, self.max_roll_vel)
+        self.roll_vel = np.clip(self.roll_vel + rng.standard_normal() * self.roll_std, -self.max_roll_vel, self.max_roll_vel)
         speed, max_speed = np.linalg.norm(self.vel), self.max_vel * self.vel_scale
         if speed > max_speed:
             self.vel *= max_speed / speed

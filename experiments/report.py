@@ -17,17 +17,22 @@ groups the runs by method (`exp_name`) and task (`env_id`), and writes into `--o
   curves_{env_id}.png  learning curves: one panel per mode, one line per method (mean over seeds,
                        shaded 95% confidence band), x in frames.
   aggregate_iqm.png    IQM of return / 1000 per mode and method with its 95% CI.
+  saliency_{env_id}.png where the critic's saliency mask lands: per mode, the share of its pixels on
+                       the agent (mean over seeds) against the agent's share of the image (chance),
+                       x in frames; from each run's `saliency.csv`. table.md has the same at the last
+                       step every run of a method and task measured (or `--step`).
 
     python experiments/report.py runs/ --out report/
     python experiments/report.py runs/ --out report/ --step 12500 --reps 5000
     python experiments/report.py cluster_a/runs cluster_b/runs --out report/
 
-A run's `eval_checkpoint_step{N}.csv` files (`--eval-checkpoint` evaluations of its checkpoints,
+A run's `eval_checkpoint_step{N}.csv` (and `eval_checkpoint_step{N}_saliency.csv`) files (`--eval-checkpoint` evaluations of its checkpoints,
 made after training, e.g. on modes it did not evaluate while training) fill the modes and steps its
 `evaluations.csv` lacks; its own evaluations count where it has both. Partial sweeps (runs still
 going, unequal seeds, missing modes, runs without evaluations yet, malformed files) are reported as
 far as they go, with one line for each thing left out, or taken from elsewhere, and why.
 """
+
 import dataclasses
 import itertools
 import json
@@ -53,12 +58,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import envs  # noqa: E402
 
 CSV_HEADER = ["step", "frames", "mode", "episode", "return"]
+SALIENCY_HEADER = ["step", "frames", "mode", "mask_on_agent", "agent_share", "images"]
 RETURN_RANGE = (0.0, 1000.0)  # a DMC episode: 1000 physics steps, each rewarded in [0, 1]
 
 
 @dataclasses.dataclass
 class Args:
-    runs_dirs: Annotated[list[str], tyro.conf.Positional, tyro.conf.arg(metavar="RUNS_DIR...", help_behavior_hint="(required)")]
+    runs_dirs: Annotated[
+        list[str], tyro.conf.Positional, tyro.conf.arg(metavar="RUNS_DIR...", help_behavior_hint="(required)")
+    ]
     """folders holding the run folders (searched recursively for `args.json`); one or more"""
     out: str = "report"
     """folder to write table.md, aggregates.md and the PNG plots into (created if missing)"""
@@ -82,6 +90,7 @@ class Run:
     returns: dict  # {mode: {step: array of the episode returns of that evaluation}}
     frames: dict  # {step: frames}
     summary: dict | None  # summary.json; None while the run goes on, or after a hard kill
+    saliency: dict = dataclasses.field(default_factory=dict)  # {mode: {step: (mask_on_agent, agent_share)}}
 
     def last_step(self) -> int:
         return max(max(steps) for steps in self.returns.values())
@@ -127,6 +136,35 @@ def read_evaluations(path: Path, name: str) -> tuple[dict | None, dict, list[str
     return episodes, frames, notes
 
 
+def read_saliency(folder: Path, name: str) -> tuple[dict, dict, list[str]]:
+    """{mode: {step: (mask_on_agent, agent_share)}} and {step: frames} from a run's saliency.csv, its
+    checkpoints' eval_checkpoint_step{N}_saliency.csv filling the (mode, step) pairs it lacks; and
+    one line for each file or line left out."""
+    saliency, frames, notes = {}, {}, []
+    for path in [folder / "saliency.csv"] + sorted(folder.glob("eval_checkpoint_step*_saliency.csv")):
+        if not path.exists():
+            continue
+        lines = path.read_text(errors="replace").splitlines()
+        if not lines or lines[0].split(",") != SALIENCY_HEADER:
+            notes.append(f"ignored {name}/{path.name}: expected the header '{','.join(SALIENCY_HEADER)}'")
+            continue
+        bad = 0
+        for row in (text.split(",") for text in lines[1:]):
+            try:
+                step, frame, mode, on_agent, share = int(row[0]), int(row[1]), row[2], float(row[3]), float(row[4])
+                if len(row) != 6 or not mode or not (0 <= on_agent <= 1 and 0 <= share <= 1):
+                    raise ValueError
+            except (ValueError, IndexError):
+                bad += 1
+                continue
+            if step not in saliency.get(mode, {}):  # the run's own measurement first
+                saliency.setdefault(mode, {})[step] = (on_agent, share)
+                frames[step] = frame
+        if bad:
+            notes.append(f"ignored {bad} malformed line(s) of {name}/{path.name}")
+    return saliency, frames, notes
+
+
 def read_run(folder: Path, name: str) -> tuple[Run | None, list[str]]:
     """The run in `folder`, or None; and one line for each thing of it that was left out."""
     try:
@@ -153,8 +191,12 @@ def read_run(folder: Path, name: str) -> tuple[Run | None, list[str]]:
         episodes |= {key: ret for key, ret in extra.items() if key[:2] in added}
         frames |= {step: extra_frames[step] for _, step in added}
         for step in sorted({step for _, step in added}):
-            modes = [mode for mode in envs.MODES if (mode, step) in added] + sorted(m for m, s in added if s == step and m not in envs.MODES)
-            notes.append(f"took {', '.join(modes)} at step {step} of {name} from {path.name} (its checkpoint, evaluated after training)")
+            modes = [mode for mode in envs.MODES if (mode, step) in added] + sorted(
+                m for m, s in added if s == step and m not in envs.MODES
+            )
+            notes.append(
+                f"took {', '.join(modes)} at step {step} of {name} from {path.name} (its checkpoint, evaluated after training)"
+            )
     if not episodes:
         return None, notes + [f"skipped {name}: no evaluations yet"]
     returns = {}
@@ -171,7 +213,18 @@ def read_run(folder: Path, name: str) -> tuple[Run | None, list[str]]:
             summary = {"status": "summary.json unreadable"}
             notes.append(f"ignored {name}/summary.json ({type(e).__name__}: {e}): its status and wall time are n/a")
     total = args.get("total_timesteps")
-    return Run(name, method, env_id, seed, total if isinstance(total, int) else None, returns, frames, summary), notes
+    saliency, saliency_frames, saliency_notes = read_saliency(folder, name)
+    return Run(
+        name,
+        method,
+        env_id,
+        seed,
+        total if isinstance(total, int) else None,
+        returns,
+        saliency_frames | frames,
+        summary,
+        saliency,
+    ), notes + saliency_notes
 
 
 def load_runs(*runs_dirs: Path) -> tuple[list[Run], list[str]]:
@@ -194,8 +247,10 @@ def load_runs(*runs_dirs: Path) -> tuple[list[Run], list[str]]:
     for run in sorted(runs, key=lambda r: (r.last_step(), r.name), reverse=True):
         key = (run.method, run.env_id, run.seed)
         if key in kept:
-            messages.append(f"skipped {run.name}: same method, task and seed as {kept[key].name}, "
-                            "which is kept (evaluated as far or further)")
+            messages.append(
+                f"skipped {run.name}: same method, task and seed as {kept[key].name}, "
+                "which is kept (evaluated as far or further)"
+            )
         else:
             kept[key] = run
     return sorted(kept.values(), key=lambda r: (r.env_id, r.method, r.seed, r.name)), messages
@@ -234,8 +289,10 @@ def make_cells(runs: list[Run], step: int | None = None) -> tuple[dict, list[str
             else:
                 common = set.intersection(*(set(r.returns[mode]) for r in have))
                 if not common:
-                    messages.append(f"skipped {env_id} / {method} / {mode}: its {len(have)} runs share no "
-                                    "evaluated step (pass --step to choose one)")
+                    messages.append(
+                        f"skipped {env_id} / {method} / {mode}: its {len(have)} runs share no "
+                        "evaluated step (pass --step to choose one)"
+                    )
                     continue
                 used, chosen = have, max(common)
             if used:
@@ -248,9 +305,11 @@ def make_cells(runs: list[Run], step: int | None = None) -> tuple[dict, list[str
             reported = min((c.step for (e, m, _), c in cells.items() if (e, m) == (env_id, method)), default=None)
             ahead = [r for r in group if reported is not None and r.last_step() > reported]
             if ahead:
-                messages.append(f"note: {env_id} / {method} is reported at step {reported}, the last one all its "
-                                f"{len(group)} runs evaluated; {len(ahead)} went further (up to step "
-                                f"{max(r.last_step() for r in ahead)}); pass --step to choose")
+                messages.append(
+                    f"note: {env_id} / {method} is reported at step {reported}, the last one all its "
+                    f"{len(group)} runs evaluated; {len(ahead)} went further (up to step "
+                    f"{max(r.last_step() for r in ahead)}); pass --step to choose"
+                )
     return cells, messages
 
 
@@ -283,24 +342,65 @@ def frames_text(frames: int) -> str:
     return f"{frames / 1e6:g}M" if frames >= 1_000_000 else f"{frames / 1e3:g}k" if frames >= 1000 else str(frames)
 
 
-def results_tables(runs: list[Run], cells: dict, messages: list[str]) -> str:
+def saliency_table(runs: list[Run], step: int | None) -> list[str]:
+    """Lines of table.md on where the critic's saliency mask lands: per method, task and mode, the
+    share of the mask on the agent against the agent's share of the image (chance), mean over the
+    seeds, at `step` or at the last step every run of the method and task measured."""
+    rows = []
+    modes = [m for m in envs.ALL_MODES if any(m in r.saliency for r in runs)]
+    modes += sorted({m for r in runs for m in r.saliency} - set(modes))
+    for (env_id, method), group in itertools.groupby(runs, key=lambda r: (r.env_id, r.method)):
+        group = [r for r in group if r.saliency]
+        measured = set.intersection(*(set().union(*r.saliency.values()) for r in group)) if group else set()
+        if step is not None:
+            measured &= {step}
+        if not measured:
+            continue
+        at = max(measured)
+        cells = []
+        for mode in modes:
+            values = np.array([r.saliency[mode][at] for r in group if at in r.saliency.get(mode, {})])
+            cells.append(f"{100 * values[:, 0].mean():.0f}% ({100 * values[:, 1].mean():.0f}%)" if len(values) else "n/a")
+        rows.append([method, env_id, str(len(group)), f"{at} ({frames_text(group[0].frames.get(at, 0))})"] + cells)
+    if not rows:
+        return []
+    return [
+        "## Where the saliency lands",
+        "",
+        "Share of the critic's saliency mask (guided backprop of Q1 at the policy's action, kept at rho, per",
+        "stacked frame) that falls on the agent (the renderer's segmentation: what video_hard keeps), mean",
+        "over seeds; in brackets the agent's share of the image, which a mask blind to the agent would get.",
+        "",
+        markdown_table(["method", "task", "runs", "step (frames)"] + modes, rows),
+        "",
+    ]
+
+
+def results_tables(runs: list[Run], cells: dict, messages: list[str], step: int | None = None) -> str:
     """table.md: the paper's table, the per-method view with gap and wall time, the runs, what was left out."""
     tasks = sorted({e for e, _, _ in cells})
     methods = sorted({m for _, m, _ in cells})
     modes = [mode for mode in ordered_modes(runs) if any(k[2] == mode for k in cells)]
     columns = [(mode, m) for mode in modes for m in methods if any(k[1:] == (m, mode) for k in cells)]
 
-    rows = [[task] + [mean_std(cells[task, m, mode].means) if (task, m, mode) in cells else "n/a"
-                      for mode, m in columns] for task in tasks]
+    rows = [
+        [task] + [mean_std(cells[task, m, mode].means) if (task, m, mode) in cells else "n/a" for mode, m in columns]
+        for task in tasks
+    ]
     average = ["**average**"]
     for mode, m in columns:
         task_means = [cells[t, m, mode].means.mean() for t in tasks if (t, m, mode) in cells]
         average.append(f"{np.mean(task_means):.0f} ({len(task_means)} task{'s' * (len(task_means) > 1)})")
-    text = ["# Results", "",
-            "Evaluation return per task: mean ± std over seeds of each seed's mean return over its evaluation",
-            "episodes (number of seeds in brackets; std is the sample std, ddof=1). The average row is the",
-            "mean over tasks of each cell's mean.", "",
-            markdown_table(["task"] + [f"{m} {mode}" for mode, m in columns], rows + [average]), ""]
+    text = [
+        "# Results",
+        "",
+        "Evaluation return per task: mean ± std over seeds of each seed's mean return over its evaluation",
+        "episodes (number of seeds in brackets; std is the sample std, ddof=1). The average row is the",
+        "mean over tasks of each cell's mean.",
+        "",
+        markdown_table(["task"] + [f"{m} {mode}" for mode, m in columns], rows + [average]),
+        "",
+    ]
 
     def reported_at(task, m):
         steps = {mode: cells[task, m, mode] for mode in modes if (task, m, mode) in cells}
@@ -309,9 +409,15 @@ def results_tables(runs: list[Run], cells: dict, messages: list[str]) -> str:
             return f"{c.step} ({frames_text(c.frames)} frames)"
         return ", ".join(f"{mode} {c.step}" for mode, c in steps.items())
 
-    text += ["Reported at agent step (frames):", "",
-             markdown_table(["task"] + methods, [[t] + [reported_at(t, m) if any((t, m) == k[:2] for k in cells)
-                                                        else "n/a" for m in methods] for t in tasks]), ""]
+    text += [
+        "Reported at agent step (frames):",
+        "",
+        markdown_table(
+            ["task"] + methods,
+            [[t] + [reported_at(t, m) if any((t, m) == k[:2] for k in cells) else "n/a" for m in methods] for t in tasks],
+        ),
+        "",
+    ]
 
     # Per method: every mode, the gap train - video_hard per seed, wall time per run.
     rows = []
@@ -330,23 +436,37 @@ def results_tables(runs: list[Run], cells: dict, messages: list[str]) -> str:
                 gap = mean_std(gaps) if len(gaps) else "n/a"
             # A run's cost is known once it finished: a stopped run's wall time is only part of it.
             times = [t for r in group if (r.summary or {}).get("status") == "finished" and (t := wall_time(r)) is not None]
-            wall = "n/a" if not times else duration(np.mean(times)) + (
-                f" ({len(times)} of {len(group)} runs)" if len(times) < len(group) else "")
+            wall = (
+                "n/a"
+                if not times
+                else duration(np.mean(times)) + (f" ({len(times)} of {len(group)} runs)" if len(times) < len(group) else "")
+            )
             rows.append(row + [gap, wall])
-    text += ["## Per method", "",
-             "Each mode's return as above, the generalization gap (train - video_hard, per seed, then mean ± std",
-             "over seeds) and the mean wall time of the finished runs (from summary.json; n/a if none finished).", "",
-             markdown_table(["method", "task", "runs"] + modes + ["gap (train - video_hard)", "wall time per finished run"], rows),
-             ""]
+    text += [
+        "## Per method",
+        "",
+        "Each mode's return as above, the generalization gap (train - video_hard, per seed, then mean ± std",
+        "over seeds) and the mean wall time of the finished runs (from summary.json; n/a if none finished).",
+        "",
+        markdown_table(["method", "task", "runs"] + modes + ["gap (train - video_hard)", "wall time per finished run"], rows),
+        "",
+    ]
+
+    text += saliency_table(runs, step)
 
     rows = []
     for r in runs:
         status = (r.summary or {}).get("status", "no summary.json (running, or killed)")
         total = (r.summary or {}).get("total_timesteps", r.total_timesteps)
-        rows.append([r.name, r.method, r.env_id, str(r.seed), str(status), f"{r.last_step()} / {total}",
-                     duration(wall_time(r))])
-    text += ["## Runs", "", markdown_table(["run", "method", "task", "seed", "status", "last evaluated step / total",
-                                            "wall time"], rows), ""]
+        rows.append(
+            [r.name, r.method, r.env_id, str(r.seed), str(status), f"{r.last_step()} / {total}", duration(wall_time(r))]
+        )
+    text += [
+        "## Runs",
+        "",
+        markdown_table(["run", "method", "task", "seed", "status", "last evaluated step / total", "wall time"], rows),
+        "",
+    ]
     text += ["## Left out and notes", ""] + ([f"- {line}" for line in messages] or ["- nothing"]) + [""]
     return "\n".join(text)
 
@@ -359,8 +479,9 @@ def iqm_and_mean(*task_scores: np.ndarray) -> np.ndarray:
 
     Tasks come as separate arrays so that tasks may have different numbers of seeds; rliable then
     resamples the runs of each task independently, which is the stratified bootstrap."""
-    return np.array([metrics.aggregate_iqm(np.concatenate(task_scores)),
-                     np.mean([metrics.aggregate_mean(s) for s in task_scores])])
+    return np.array(
+        [metrics.aggregate_iqm(np.concatenate(task_scores)), np.mean([metrics.aggregate_mean(s) for s in task_scores])]
+    )
 
 
 def probability_of_improvement(*task_scores: np.ndarray) -> np.ndarray:
@@ -399,8 +520,10 @@ def aggregate(cells: dict, reps: int, seed: int) -> tuple[dict, dict, list[str]]
             continue
         per_task = {m: [cells[t, m, mode].means[:, None] / 1000 for t in tasks] for m in ran}
         scores[mode] = {m: interval(per_task[m], iqm_and_mean, reps, seed) + (len(tasks),) for m in ran}
-        pois[mode] = {(x, y): interval(per_task[x] + per_task[y], probability_of_improvement, reps, seed)
-                      for x, y in itertools.combinations(ran, 2)}
+        pois[mode] = {
+            (x, y): interval(per_task[x] + per_task[y], probability_of_improvement, reps, seed)
+            for x, y in itertools.combinations(ran, 2)
+        }
     return scores, pois, messages
 
 
@@ -409,21 +532,35 @@ def aggregates_text(scores: dict, pois: dict, cells: dict, reps: int, seed: int)
     for mode, by_method in scores.items():
         for m, (point, ci, n_tasks) in by_method.items():
             n_runs = sum(len(c.means) for (e, mm, md), c in cells.items() if (mm, md) == (m, mode))
-            rows.append([mode, m, str(n_tasks), str(n_runs)] +
-                        [f"{point[i]:.3f} [{ci[0, i]:.3f}, {ci[1, i]:.3f}]" for i in range(2)])
-    text = ["# Aggregates", "",
-            f"Return / 1000 across tasks and seeds, at the steps of table.md, with 95% stratified-bootstrap",
-            f"confidence intervals (rliable, {reps} resamples, seed {seed}). Per mode, only the tasks that every",
-            "method ran count. IQM: mean of the middle 50% of all runs' scores; mean: mean over tasks of the",
-            "per-task mean.", "",
-            markdown_table(["mode", "method", "tasks", "runs", "IQM [95% CI]", "mean [95% CI]"], rows), ""]
-    rows = [[mode, f"P({x} > {y})", f"{point[0]:.2f} [{ci[0, 0]:.2f}, {ci[1, 0]:.2f}]"]
-            for mode, by_pair in pois.items() for (x, y), (point, ci) in by_pair.items()]
+            rows.append(
+                [mode, m, str(n_tasks), str(n_runs)] + [f"{point[i]:.3f} [{ci[0, i]:.3f}, {ci[1, i]:.3f}]" for i in range(2)]
+            )
+    text = [
+        "# Aggregates",
+        "",
+        "Return / 1000 across tasks and seeds, at the steps of table.md, with 95% stratified-bootstrap",
+        f"confidence intervals (rliable, {reps} resamples, seed {seed}). Per mode, only the tasks that every",
+        "method ran count. IQM: mean of the middle 50% of all runs' scores; mean: mean over tasks of the",
+        "per-task mean.",
+        "",
+        markdown_table(["mode", "method", "tasks", "runs", "IQM [95% CI]", "mean [95% CI]"], rows),
+        "",
+    ]
+    rows = [
+        [mode, f"P({x} > {y})", f"{point[0]:.2f} [{ci[0, 0]:.2f}, {ci[1, 0]:.2f}]"]
+        for mode, by_pair in pois.items()
+        for (x, y), (point, ci) in by_pair.items()
+    ]
     if rows:
-        text += ["## Probability of improvement", "",
-                 "P(X > Y): probability that a run of X scores higher than a run of Y on the same task (ties",
-                 "count half), averaged over tasks (Agarwal et al. 2021). P(Y > X) = 1 - P(X > Y).", "",
-                 markdown_table(["mode", "pair", "estimate [95% CI]"], rows), ""]
+        text += [
+            "## Probability of improvement",
+            "",
+            "P(X > Y): probability that a run of X scores higher than a run of Y on the same task (ties",
+            "count half), averaged over tasks (Agarwal et al. 2021). P(Y > X) = 1 - P(X > Y).",
+            "",
+            markdown_table(["mode", "pair", "estimate [95% CI]"], rows),
+            "",
+        ]
     return "\n".join(text)
 
 
@@ -438,8 +575,7 @@ def learning_curve(runs: list[Run], mode: str) -> tuple[np.ndarray, ...]:
     frames, mean, low, high = [], [], [], []
     for step in steps:
         seeds = np.array([r.returns[mode][step].mean() for r in runs if step in r.returns.get(mode, {})])
-        half = (scipy.stats.t.ppf(0.975, len(seeds) - 1) * seeds.std(ddof=1) / math.sqrt(len(seeds))
-                if len(seeds) > 1 else 0.0)
+        half = scipy.stats.t.ppf(0.975, len(seeds) - 1) * seeds.std(ddof=1) / math.sqrt(len(seeds)) if len(seeds) > 1 else 0.0
         frames.append(next(r.frames[step] for r in runs if step in r.frames))
         mean.append(seeds.mean())
         low.append(max(seeds.mean() - half, RETURN_RANGE[0]))
@@ -466,8 +602,9 @@ def plot_curves(runs: list[Run], colors: dict, out: Path) -> list[Path]:
         labels = {}
         for m in methods:  # "drq (5 seeds)", or "drq (3-5 seeds)" where modes were evaluated by fewer runs
             seeds = sorted({sum(md in r.returns for r in task_runs if r.method == m) for md in modes} - {0})
-            labels[m] = f"{m} ({seeds[0]}-{seeds[-1]} seeds)" if len(seeds) > 1 else \
-                f"{m} ({seeds[0]} seed{'s' * (seeds[0] > 1)})"
+            labels[m] = (
+                f"{m} ({seeds[0]}-{seeds[-1]} seeds)" if len(seeds) > 1 else f"{m} ({seeds[0]} seed{'s' * (seeds[0] > 1)})"
+            )
         fig, axes = panel_grid(len(modes), 3, 4.6, 3.4)
         for ax, mode in zip(axes, modes):
             for m in methods:
@@ -498,6 +635,45 @@ def plot_curves(runs: list[Run], colors: dict, out: Path) -> list[Path]:
     return paths
 
 
+def plot_saliency(runs: list[Run], colors: dict, out: Path) -> list[Path]:
+    """One PNG per task with saliency measurements: a panel per mode, a line per method (share of
+    the mask on the agent, mean over seeds) and, dashed, the agent's share of the image (chance)."""
+    paths = []
+    for env_id in sorted({r.env_id for r in runs if r.saliency}):
+        task_runs = [r for r in runs if r.env_id == env_id and r.saliency]
+        modes = [m for m in envs.ALL_MODES if any(m in r.saliency for r in task_runs)]
+        modes += sorted({m for r in task_runs for m in r.saliency} - set(modes))
+        fig, axes = panel_grid(len(modes), 3, 4.6, 3.4)
+        for ax, mode in zip(axes, modes):
+            chance = {}
+            for m in sorted({r.method for r in task_runs}):
+                group = [r for r in task_runs if r.method == m and mode in r.saliency]
+                steps = sorted(set().union(*(r.saliency[mode] for r in group)))
+                if not steps:
+                    continue
+                frames = [next(r.frames[s] for r in group if s in r.frames) for s in steps]
+                values = [np.mean([r.saliency[mode][s][0] for r in group if s in r.saliency[mode]]) for s in steps]
+                ax.plot(frames, values, color=colors[m], marker="o", markersize=3, label=f"{m} ({len(group)} seeds)")
+                for s, f in zip(steps, frames):
+                    chance.setdefault(f, []).extend(r.saliency[mode][s][1] for r in group if s in r.saliency[mode])
+            xs = sorted(chance)
+            ax.plot(xs, [np.mean(chance[x]) for x in xs], color="grey", linestyle="--", label="agent's share of the image")
+            ax.set_title(mode)
+            ax.set_xlabel("frames")
+            ax.set_ylabel("mask on the agent")
+            ax.set_ylim(0, 1)
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: frames_text(x) if x > 0 else "0"))
+            ax.grid(alpha=0.3)
+        handles = {label: h for ax in axes for h, label in zip(*ax.get_legend_handles_labels())}
+        fig.suptitle(f"{env_id}: share of the critic's saliency mask on the agent")
+        fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), frameon=False)
+        fig.tight_layout(rect=(0, 0.4 / fig.get_figheight(), 1, 1))
+        paths.append(out / f"saliency_{env_id}.png")
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    return paths
+
+
 def plot_aggregates(scores: dict, colors: dict, out: Path) -> Path:
     """IQM of return / 1000 per mode (one panel each) and method, with 95% CI bars."""
     methods = sorted({m for by_method in scores.values() for m in by_method})
@@ -507,8 +683,16 @@ def plot_aggregates(scores: dict, colors: dict, out: Path) -> Path:
         for i, m in enumerate(methods):
             if m in by_method:
                 point, ci, _ = by_method[m]
-                ax.errorbar(point[0], i, xerr=[[point[0] - ci[0, 0]], [ci[1, 0] - point[0]]], fmt="o",
-                            color=colors[m], capsize=4, markersize=6, linewidth=2)
+                ax.errorbar(
+                    point[0],
+                    i,
+                    xerr=[[point[0] - ci[0, 0]], [ci[1, 0] - point[0]]],
+                    fmt="o",
+                    color=colors[m],
+                    capsize=4,
+                    markersize=6,
+                    linewidth=2,
+                )
         ax.set_yticks(range(len(methods)), methods)
         ax.set_ylim(len(methods) - 0.4, -0.6)  # first method on top
         ax.set_title(mode)
@@ -541,8 +725,9 @@ def main(args: Args) -> None:
     runs, messages = load_runs(*runs_dirs)
     where = ", ".join(map(str, runs_dirs))
     if not runs and not messages:
-        raise envs.ConfigError(f"no runs under {where} (no args.json found): point RUNS_DIR at the "
-                               "folder that holds the run folders")
+        raise envs.ConfigError(
+            f"no runs under {where} (no args.json found): point RUNS_DIR at the folder that holds the run folders"
+        )
     cells, cell_messages = make_cells(runs, args.step)
     messages += cell_messages
     for line in messages:
@@ -556,7 +741,7 @@ def main(args: Args) -> None:
     scores, pois, aggregate_messages = aggregate(cells, args.reps, args.seed)
     for line in aggregate_messages:
         print(line)
-    table = results_tables(runs, cells, messages + aggregate_messages)
+    table = results_tables(runs, cells, messages + aggregate_messages, args.step)
     aggregates = aggregates_text(scores, pois, cells, args.reps, args.seed)
     (out / "table.md").write_text(table)
     (out / "aggregates.md").write_text(aggregates)
@@ -564,9 +749,15 @@ def main(args: Args) -> None:
 
     methods = sorted({r.method for r in runs})
     colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
-    plots = plot_curves(runs, colors, out) + ([plot_aggregates(scores, colors, out)] if scores else [])
-    print(f"wrote {out / 'table.md'}, {out / 'aggregates.md'} and {len(plots)} plots "
-          f"({', '.join(p.name for p in plots)}) in {time.time() - start:.0f} s")
+    plots = (
+        plot_curves(runs, colors, out)
+        + plot_saliency(runs, colors, out)
+        + ([plot_aggregates(scores, colors, out)] if scores else [])
+    )
+    print(
+        f"wrote {out / 'table.md'}, {out / 'aggregates.md'} and {len(plots)} plots "
+        f"({', '.join(p.name for p in plots)}) in {time.time() - start:.0f} s"
+    )
 
 
 if __name__ == "__main__":

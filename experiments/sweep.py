@@ -27,7 +27,6 @@ which requeues it. SIGTERM stops without requeue (outside main() at once: submit
 
 import contextlib
 import dataclasses
-import difflib
 import importlib
 import io
 import json
@@ -52,11 +51,18 @@ os.environ["SUBMITIT_PREEMPT_SIGNAL"] = "USR1"  # read when submitit is imported
 import submitit  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+import envs  # noqa: E402
+import run_plumbing  # noqa: E402
 
 
 @dataclass
 class Args:
-    methods: tuple[str, ...] = ("sac=sac_baseline.py --augmentation none", "drq=sac_baseline.py --augmentation shift", "sgqn=sgqn.py")
+    methods: tuple[str, ...] = (
+        "sac=sac_baseline.py --augmentation none",
+        "drq=sac_baseline.py --augmentation shift",
+        "sgqn=sgqn.py",
+    )
     """methods of the grid, each one string `[NAME=]SCRIPT [FLAG ...]`: NAME is the runs' exp_name (default: the script's), FLAGs go to this method only; the default is the paper's SAC, DrQ and SGQN"""
     env_ids: tuple[str, ...] = ("walker-walk", "walker-stand", "ball_in_cup-catch", "cartpole-swingup", "finger-spin")
     """DMC tasks of the grid; the default is the paper's five"""
@@ -129,33 +135,22 @@ def parse_method(spec):
 
 
 def parse_script_args(module, flags, where):
-    """The script's Args from its flags, with tyro as the script itself parses them; a bad flag
-    or value is a one-line SweepError naming it."""
-    flag_names = {word[2:].split("=")[0].replace("-", "_") for word in flags if word.startswith("--")}
-    owned = sorted(flag_names & set(SWEEP_FIELDS))
+    """The script's Args from its flags, parsed as the script itself parses them
+    (run_plumbing.parse_cli); a bad flag or value is a one-line SweepError naming it."""
+    owned = sorted(run_plumbing.given_fields(module.SCRIPT.Args, flags) & set(SWEEP_FIELDS))
     if owned:
-        raise SweepError(f"--{owned[0].replace('_', '-')} in {where} is set by the sweep for each run "
-                         "(use --env-ids, --seeds, --methods NAME=..., --runs-dir)")
-    output = io.StringIO()
+        raise SweepError(
+            f"--{owned[0].replace('_', '-')} in {where} is set by the sweep for each run "
+            "(use --env-ids, --seeds, --methods NAME=..., --runs-dir)"
+        )
     try:
-        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-            args, unknown = tyro.cli(module.Args, args=flags, return_unknown_args=True)
+        with contextlib.redirect_stdout(io.StringIO()):  # --help among a method's flags
+            args, _ = run_plumbing.parse_cli(module.SCRIPT.Args, flags)
+    except envs.ConfigError as e:
+        raise SweepError(f"{where}: {e}") from None
     except SystemExit:
-        raise SweepError(f"{where}: {tyro_message(output.getvalue())}") from None
-    if unknown:
-        known = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(module.Args)]
-        close = difflib.get_close_matches(unknown[0], known, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise SweepError(f"{where}: unrecognized {' '.join(unknown)}{hint}")
+        raise SweepError(f"{where}: --help is not a flag of a run") from None
     return args
-
-
-def tyro_message(text):
-    """The first section of tyro's error box, on one line."""
-    lines = [line.strip(" │") for line in text.splitlines()]
-    rules = [i for i, line in enumerate(lines) if line and (set(line) <= set("-─╭╮╰╯") or line[0] in "╭╰")]
-    body = lines[rules[0] + 1: rules[1]] if len(rules) > 1 else lines
-    return " ".join(" ".join(body).split()) or "bad flags"
 
 
 def build_grid(args, shared_flags):
@@ -174,28 +169,35 @@ def build_grid(args, shared_flags):
         name = name or script_args.exp_name
         if name in methods:
             raise SweepError(f"two --methods are named {name!r}: name them, e.g. drq=sac_baseline.py")
-        methods[name] = (module, script, script_args)
+        methods[name] = (script, script_args)
     runs = []
     for env_id in args.env_ids:
-        for name, (module, script, script_args) in methods.items():
+        for name, (script, script_args) in methods.items():
             for seed in args.seeds:
-                run_args = dataclasses.replace(script_args, env_id=env_id, seed=seed, exp_name=name,
-                                               run_name=f"{env_id}__{name}__{seed}", runs_dir=runs_dir)
+                run_args = dataclasses.replace(
+                    script_args,
+                    env_id=env_id,
+                    seed=seed,
+                    exp_name=name,
+                    run_name=f"{env_id}__{name}__{seed}",
+                    runs_dir=runs_dir,
+                )
                 runs.append(TrainingRun(script, dataclasses.asdict(run_args)))
     check_runs(runs)
     return runs
 
 
 def check_runs(runs):
-    """Each run's args through its script's own checks (checked_args: values, env id, modes,
-    folders), in a scratch runs folder: the check makes the run folder, and neither --status nor a
-    launch that fails may leave folders behind."""
+    """Each run's args through every check its script makes before it starts (run_plumbing.checked_args
+    with the script's own checks: values, env id, modes, folders, SGQN's flags), in a scratch runs
+    folder: the check makes the run folder, and neither --status nor a launch that fails may leave
+    folders behind."""
     with tempfile.TemporaryDirectory() as scratch:
         for run in runs:
-            module = load_script(run.script)
+            script = load_script(run.script).SCRIPT
             try:
-                module.checked_args(module.Args(**{**run.fields, "runs_dir": scratch}))
-            except module.envs.ConfigError as e:
+                run_plumbing.checked_args(script.Args(**{**run.fields, "runs_dir": scratch}), script)
+            except envs.ConfigError as e:
                 raise SweepError(f"{run.name}: {e}") from None
 
 
@@ -226,13 +228,16 @@ class TrainingRun(submitit.helpers.Checkpointable):
         if finished(self):
             return self.run_dir
         module = load_script(self.script)
-        args = module.Args(**self.fields)
+        # Imported here, not through this module's globals: a job unpickles this object before the
+        # script's folder (with run_plumbing.py) is on its path.
+        interrupted_error = importlib.import_module("run_plumbing").Interrupted
+        args = module.SCRIPT.Args(**self.fields)
         checkpoint = os.path.join(self.run_dir, "checkpoint.pt")
         if os.path.exists(checkpoint):
             args = dataclasses.replace(args, resume=checkpoint)
         try:
             module.main(args)
-        except module.Interrupted as interrupted:  # checkpoint saved; submitit's handlers are back
+        except interrupted_error as interrupted:  # checkpoint saved; submitit's handlers are back
             requeue = signal.getsignal(signal.SIGUSR1)
             if interrupted.signum == signal.SIGUSR1 and callable(requeue):
                 requeue(signal.SIGUSR1, None)  # preempted or at the time limit: submitit requeues and exits
@@ -295,7 +300,7 @@ def slurm_job_states():
 
 
 def live_state(record, slurm_states):
-    """"queued" or "running" while a job holds the run, else None."""
+    """ "queued" or "running" while a job holds the run, else None."""
     if record is None:
         return None
     if record["cluster"] == "local":
@@ -399,17 +404,29 @@ def slurm_answers():
 def launch_slurm(args, runs, jobs_dir):
     """Submit the runs as one job array, then follow their states (unless --no-follow)."""
     executor = submitit.SlurmExecutor(folder=jobs_dir, max_num_timeout=args.max_timeouts)
-    resources = dict(partition=args.partition, account=args.account, qos=args.qos,
-                     gpus_per_node=args.gpus_per_run or None, mem=f"{args.mem_gb}GB" if args.mem_gb else None)
+    resources = dict(
+        partition=args.partition,
+        account=args.account,
+        qos=args.qos,
+        gpus_per_node=args.gpus_per_run or None,
+        mem=f"{args.mem_gb}GB" if args.mem_gb else None,
+    )
     executor.update_parameters(
-        job_name=f"sweep-{os.path.basename(os.path.abspath(args.runs_dir))}", time=args.timeout_min,
-        cpus_per_task=args.cpus_per_run, signal_delay_s=args.signal_delay_s, stderr_to_stdout=True,
-        array_parallelism=args.parallel or len(runs), setup=["export SUBMITIT_PREEMPT_SIGNAL=USR1"],
-        **{key: value for key, value in resources.items() if value is not None})
+        job_name=f"sweep-{os.path.basename(os.path.abspath(args.runs_dir))}",
+        time=args.timeout_min,
+        cpus_per_task=args.cpus_per_run,
+        signal_delay_s=args.signal_delay_s,
+        stderr_to_stdout=True,
+        array_parallelism=args.parallel or len(runs),
+        setup=["export SUBMITIT_PREEMPT_SIGNAL=USR1"],
+        **{key: value for key, value in resources.items() if value is not None},
+    )
     jobs = executor.submit_array(runs)
     for run, job in zip(runs, jobs):
-        write_record(run, {"cluster": "slurm", "job_id": job.job_id, "log": str(job.paths.stdout),
-                           "result": str(job.paths.result_pickle)})
+        write_record(
+            run,
+            {"cluster": "slurm", "job_id": job.job_id, "log": str(job.paths.stdout), "result": str(job.paths.result_pickle)},
+        )
     print(f"submitted Slurm job {jobs[0].job_id.split('_')[0]}: {len(runs)} runs, logs in {jobs_dir}", flush=True)
     if not args.follow:
         return False
@@ -441,8 +458,11 @@ def launch_local(args, runs, jobs_dir):
 
     def on_signal(signum, frame):
         if not stop:
-            print(f"{signal.Signals(signum).name}: stopping {len(running)} running runs (each saves its "
-                  "checkpoint); relaunch to resume", flush=True)
+            print(
+                f"{signal.Signals(signum).name}: stopping {len(running)} running runs (each saves its "
+                "checkpoint); relaunch to resume",
+                flush=True,
+            )
         stop.append(signum)
         stop_jobs()
 
@@ -456,16 +476,28 @@ def launch_local(args, runs, jobs_dir):
                 run = queue.pop(0)
                 busy = [gpu for _, gpu in running.values()]
                 gpu = min(gpus, key=busy.count) if gpus else None
-                executor.update_parameters(timeout_min=NO_TIME_LIMIT_MIN, stderr_to_stdout=True,
-                                           gpus_per_node=int(gpu is not None), visible_gpus=() if gpu is None else (gpu,))
+                executor.update_parameters(
+                    timeout_min=NO_TIME_LIMIT_MIN,
+                    stderr_to_stdout=True,
+                    gpus_per_node=int(gpu is not None),
+                    visible_gpus=() if gpu is None else (gpu,),
+                )
                 # The job starts with SIGINT ignored: a Ctrl-C in the terminal must not reach
                 # submitit's controller, which would SIGKILL the job one second later. main()
                 # installs its own SIGINT handler; the launcher stops jobs with SIGTERM.
                 with ignoring_sigint():
                     job = executor.submit(run)
                 running[run.name] = (job, gpu)
-                write_record(run, {"cluster": "local", "job_id": job.job_id, "pid": int(job.job_id),
-                                   "log": str(job.paths.stdout), "result": str(job.paths.result_pickle)})
+                write_record(
+                    run,
+                    {
+                        "cluster": "local",
+                        "job_id": job.job_id,
+                        "pid": int(job.job_id),
+                        "log": str(job.paths.stdout),
+                        "result": str(job.paths.result_pickle),
+                    },
+                )
             if stop:  # again each second: a job that was just starting may have missed it (repeats are harmless)
                 stop_jobs()
             for name in [name for name, (job, _) in running.items() if job.done()]:
@@ -507,8 +539,9 @@ def main(args, script_flags=()):
         return 0
     held = [run.name for run in runs if states[run.name][0] in ("queued", "running", "unknown")]
     if held:
-        raise SweepError(f"{len(held)} runs of this grid are held by jobs already ({held[0]}, ...): "
-                         "see --status, or stop those jobs first")
+        raise SweepError(
+            f"{len(held)} runs of this grid are held by jobs already ({held[0]}, ...): see --status, or stop those jobs first"
+        )
     todo = [run for run in runs if states[run.name][0] != "done"]
     if not todo:
         print(f"sweep: all {len(runs)} runs in {args.runs_dir} are done; nothing to run")
@@ -516,8 +549,10 @@ def main(args, script_flags=()):
     cluster = args.cluster if args.cluster != "auto" else "slurm" if slurm_answers() else "local"
     if cluster == "slurm" and not shutil.which("sbatch"):
         raise SweepError("--cluster slurm: sbatch not found on PATH")
-    print(f"sweep: {len(runs)} runs in {args.runs_dir} ({len(runs) - len(todo)} done), {len(todo)} to run on "
-          f"{cluster}" + (f", {args.parallel or 1} at a time" if cluster == "local" else ""))
+    print(
+        f"sweep: {len(runs)} runs in {args.runs_dir} ({len(runs) - len(todo)} done), {len(todo)} to run on "
+        f"{cluster}" + (f", {args.parallel or 1} at a time" if cluster == "local" else "")
+    )
     for run in todo:
         resumes = os.path.exists(os.path.join(run.run_dir, "checkpoint.pt"))
         print(f"  {'resume' if resumes else 'start':<6}  {run.name}  {states[run.name][1]}")
@@ -540,6 +575,6 @@ if __name__ == "__main__":
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
     try:
-        sys.exit(main(tyro.cli(Args, args=argv[:split], description=__doc__), argv[split + 1:]))
+        sys.exit(main(tyro.cli(Args, args=argv[:split], description=__doc__), argv[split + 1 :]))
     except SweepError as e:
         sys.exit(f"error: {e}")

@@ -1,5 +1,22 @@
-"""Make the repository root importable (`import envs`, `import sgqn`) however pytest is started."""
+"""Shared fixtures, and the repository root on sys.path (`import envs`, `import sgqn`) however pytest is started."""
+
 import os
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import toy_task  # noqa: E402
+
+import envs  # noqa: E402
+
+
+@pytest.fixture
+def toy_envs(monkeypatch, tmp_path):
+    """Route envs.make_env to the toy task and run in a temporary folder (runs/ lands there)."""
+    monkeypatch.setattr(envs, "make_env", toy_task.make_toy_env)
+    monkeypatch.setattr(envs, "default_action_repeat", lambda env_id: 1)
+    monkeypatch.setattr(envs, "check_args", lambda env_id, mode, **kwargs: toy_task.check_args(env_id, mode))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -12,12 +12,34 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("algorithm, phases, flags", [("sac", {"critic", "actor", "target"}, []),
-                                                      ("sgqn", {"critic", "actor", "target", "aux", "attribution"}, []),
-                                                      ("sac", {"critic", "actor", "target"}, ["--shift-copies", "2"])])
+@pytest.mark.parametrize(
+    "algorithm, phases, flags",
+    [
+        ("sac", {"critic", "actor", "target"}, []),
+        ("sgqn", {"critic", "actor", "target", "aux", "attribution"}, []),
+        ("sac", {"critic", "actor", "target"}, ["--shift-copies", "2"]),
+    ],
+)
 def test_update_speed_prints_phases_and_a_last_line(algorithm, phases, flags):
-    out = subprocess.run([sys.executable, "benchmarks/update_speed.py", "--algorithm", algorithm, "--batch-size", "4",
-                          "--warmup", "1", "--steps", "2", *flags], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/update_speed.py",
+            "--algorithm",
+            algorithm,
+            "--batch-size",
+            "4",
+            "--warmup",
+            "1",
+            "--steps",
+            "2",
+            *flags,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     lines = out.strip().splitlines()
     assert ("augmentation shift x 2 shifted copies," in lines[0]) == bool(flags) and "batch 4," in lines[0]
     assert re.fullmatch(rf"{algorithm} update ms/step: \d+\.\d", lines[-1])
@@ -29,10 +51,15 @@ def test_update_speed_prints_phases_and_a_last_line(algorithm, phases, flags):
 
 
 def test_encoder_floor_counts_the_flops_of_the_paper_stack():
-    out = subprocess.run([sys.executable, "benchmarks/encoder_floor.py", "--batch-size", "2", "--repeats", "1"],
-                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "benchmarks/encoder_floor.py", "--batch-size", "2", "--repeats", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     # 11 convs x 32 filters at 84x84: 41^2 x 32 x 9 x 9 + sum over 39, 37, ..., 21 of h^2 x 32 x 9 x 32 multiply-adds.
-    macs = 41 ** 2 * 32 * 81 + sum(h * h for h in range(21, 40, 2)) * 32 * 288
+    macs = 41**2 * 32 * 81 + sum(h * h for h in range(21, 40, 2)) * 32 * 288
     assert f"{2 * macs * 2 / 1e9:.1f} GFLOP per forward pass" in out
     floors = [float(x) for x in re.findall(r"floor of our SAC step .*?(\d+) ms", out)]
     originals = [float(x) for x in re.findall(r"floor of the original's SAC step .*?(\d+) ms", out)]
@@ -40,12 +67,31 @@ def test_encoder_floor_counts_the_flops_of_the_paper_stack():
 
 
 def test_overlay_speed_times_each_source_and_phase():
-    out = subprocess.run([sys.executable, "benchmarks/overlay_speed.py", "--files", "40", "--batches", "2",
-                          "--batch-size", "8", "--image-size", "16"], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/overlay_speed.py",
+            "--files",
+            "40",
+            "--batches",
+            "2",
+            "--batch-size",
+            "8",
+            "--image-size",
+            "16",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rows = {m[0].strip(): float(m[1]) for m in re.findall(r"^(\S.*?)\s+(\d+\.\d)\s+\d+\.\d+%$", out, re.M)}
-    assert set(rows) == {"procedural (500), first pass", "procedural, steady state (crops, flips)",
-                         "folder (40 files, pool 40), first pass", "folder, steady state (0 reads/batch)"}, out
+    assert set(rows) == {
+        "procedural (500), first pass",
+        "procedural, steady state (crops, flips)",
+        "folder (40 files, pool 40), first pass",
+        "folder, steady state (0 reads/batch)",
+    }, out
     assert all(ms > 0 for ms in rows.values())
     assert re.findall(r"pool: (\d+) MB", out) == ["1", "0"]  # 500 and 40 images of 24 x 24 x 3 bytes
 
@@ -54,11 +100,28 @@ def test_learning_benchmark_trains_the_preset_prints_its_table_and_resumes(tmp_p
     """benchmarks/learning.py on the real cartpole, too short to update (100 agent steps): the
     run uses the preset, its table is read back from evaluations.csv, and a larger --frames
     extends the same run instead of starting again."""
+
     def run(frames):
         env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "OMP_NUM_THREADS": "1"}
-        return subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/learning.py"), "--env-id", "cartpole-balance",
-                               "--frames", str(frames), "--eval-every", "400", "--eval-episodes", "1"],
-                              cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
+        return subprocess.run(
+            [
+                sys.executable,
+                os.path.join(ROOT, "benchmarks/learning.py"),
+                "--env-id",
+                "cartpole-balance",
+                "--frames",
+                str(frames),
+                "--eval-every",
+                "400",
+                "--eval-episodes",
+                "1",
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
 
     out = run(800)
     assert "networks: 4 convs x 16 filters, projection 50, hidden 1024" in out
@@ -98,19 +161,50 @@ def test_representation_probe_reads_a_real_checkpoint(tmp_path):
     import sac_baseline as sac
 
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "OMP_NUM_THREADS": "1"}
-    args = sac.Args(env_id="cartpole-balance", total_timesteps=20, learning_starts=10, eval_freq=20, eval_episodes=1,
-                    eval_modes=("train",), num_conv_layers=2, num_filters=8, projection_dim=16, hidden_dim=32,
-                    batch_size=8, buffer_size=100, runs_dir=str(tmp_path / "runs"), run_name="probe_me")
+    args = sac.Args(
+        env_id="cartpole-balance",
+        total_timesteps=20,
+        learning_starts=10,
+        eval_freq=20,
+        eval_episodes=1,
+        eval_modes=("train",),
+        num_conv_layers=2,
+        num_filters=8,
+        projection_dim=16,
+        hidden_dim=32,
+        batch_size=8,
+        buffer_size=100,
+        runs_dir=str(tmp_path / "runs"),
+        run_name="probe_me",
+    )
     checkpoint = os.path.join(sac.main(args), "checkpoint.pt")
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/representation_probe.py"), checkpoint,
-                          "--frames", "400", "--readout-steps", "50"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks/representation_probe.py"),
+            checkpoint,
+            "--frames",
+            "400",
+            "--readout-steps",
+            "50",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "sac_baseline checkpoint at step 20 (160 frames), cartpole-balance; 50 random-action stacks" in out, out
     rows = re.findall(r"^(\S+)\s+(-?\d+\.\d\d)\s+(-?\d+\.\d\d)$", out, re.M)
     assert [name for name, _, _ in rows] == ["position[0]", "position[1]", "position[2]", "velocity[0]", "velocity[1]"]
     assert all(float(a) <= 1 and float(b) <= 1 for _, a, b in rows)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    err = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/representation_probe.py"), str(bad)],
-                         cwd=tmp_path, env=env, capture_output=True, text=True)
+    err = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks/representation_probe.py"), str(bad)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert err.returncode == 1 and err.stderr.count("\n") == 1 and "cannot read checkpoint" in err.stderr, err.stderr

@@ -2,6 +2,7 @@
 
 Envs render at 32 px (a frame costs about the same at any size; the shadow pass dominates) and take a few steps.
 """
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -46,16 +47,23 @@ def test_each_level_moves_camera_colours_and_background_every_step(twins, mode):
         env.step(action), train.step(action)
         assert np.array_equal(env.physics.data.qpos, train.physics.data.qpos)  # distractions leave physics alone
         relative = env.physics.data.cam_xpos[0] - env.physics.named.data.subtree_com[1]  # the camera tracks the agent
-        seen.append((relative, env.physics.data.cam_xmat[0].copy(), env.physics.model.mat_rgba[:, :3].copy(),
-                     sky_bytes(env), env.render().copy()))
+        seen.append(
+            (
+                relative,
+                env.physics.data.cam_xmat[0].copy(),
+                env.physics.model.mat_rgba[:, :3].copy(),
+                sky_bytes(env),
+                env.render().copy(),
+            )
+        )
         # The moved camera still looks at the agent: its axis passes through the default camera's target.
         to_target = default_target(train) - env.physics.data.cam_xpos[0]
         assert np.linalg.norm(np.cross(camera_direction(env), to_target)) < 1e-6 * np.linalg.norm(to_target)
         assert np.dot(camera_direction(env), to_target) > 0
     for (pos0, mat0, rgb0, sky0, frame0), (pos1, mat1, rgb1, sky1, frame1) in zip(seen, seen[1:]):
         assert np.linalg.norm(pos1 - pos0) > 1e-4 and np.abs(mat1 - mat0).max() > 1e-4  # the camera moves
-        assert np.abs(rgb1 - rgb0).max() > 1e-4                                 # colours drift
-        assert not np.array_equal(sky1, sky0)                                   # the video plays
+        assert np.abs(rgb1 - rgb0).max() > 1e-4  # colours drift
+        assert not np.array_equal(sky1, sky0)  # the video plays
         assert np.abs(frame1.astype(int) - frame0).mean() > 1
     # Away from the default: the camera pose, every material colour (within +-intensity) and the ground's alpha.
     x = distracting.LEVELS[mode]
@@ -69,8 +77,9 @@ def test_higher_intensity_moves_camera_and_colours_further():
     """Over the same episodes, the camera's angle to the default view, its distance change and the colour
     change grow with the intensity."""
     train = envs.make_env("cartpole-swingup", seed=0, image_size=32)  # a fixed camera
-    made = {x: envs.make_env("cartpole-swingup", seed=0, mode="distracting_cs", intensity=x, image_size=32)
-            for x in (0.1, 0.4)}
+    made = {
+        x: envs.make_env("cartpole-swingup", seed=0, mode="distracting_cs", intensity=x, image_size=32) for x in (0.1, 0.4)
+    }
     stats = {x: [] for x in made}
     for episode in range(4):
         for x, env in [(None, train), *made.items()]:
@@ -79,8 +88,12 @@ def test_higher_intensity_moves_camera_and_colours_further():
                 env.step(np.zeros(1))
             if x is not None:
                 angle = np.arccos(np.clip(camera_direction(env) @ camera_direction(train), -1, 1))
-                zoom = abs(np.log(np.linalg.norm(env.physics.data.cam_xpos[0] - default_target(train))
-                                  / np.linalg.norm(train.physics.data.cam_xpos[0] - default_target(train))))
+                zoom = abs(
+                    np.log(
+                        np.linalg.norm(env.physics.data.cam_xpos[0] - default_target(train))
+                        / np.linalg.norm(train.physics.data.cam_xpos[0] - default_target(train))
+                    )
+                )
                 colour = np.abs(env.physics.model.mat_rgba[:, :3] - train.physics.model.mat_rgba[:, :3]).mean()
                 stats[x].append((angle, zoom, colour))
     weak, strong = np.mean(stats[0.1], axis=0), np.mean(stats[0.4], axis=0)
@@ -103,19 +116,21 @@ def test_random_walks_stay_in_the_original_ranges():
         steps.append((d.rgb - before)[inside]), frames.append(d.frame_index)
     spheres = np.array(spheres)
     assert np.all(spheres >= d.sphere_low - 1e-9) and np.all(spheres <= d.sphere_high + 1e-9)
-    assert d.sphere_high[2] <= np.pi / 2 + 1e-9                          # never below the horizon
+    assert d.sphere_high[2] <= np.pi / 2 + 1e-9  # never below the horizon
     assert np.ptp(spheres[:, 1]) > 0.5 * (d.sphere_high[1] - d.sphere_low[1])  # it explores the range
     assert np.max(np.abs(rolls)) <= np.pi / 2 * x + 1e-9 and np.ptp(rolls) > 0.2
     assert max(speeds) <= 0.4 * x * d.vel_scale + 1e-9
     assert abs(np.concatenate(steps).std() - 0.03 * x) < 0.1 * 0.03 * x
     assert np.all((d.rgb >= d.rgb_low) & (d.rgb <= d.rgb_high))
     frames = np.array(frames)
-    assert frames.min() == 0 and frames.max() == len(d.clip) - 1          # bounces between the ends
+    assert frames.min() == 0 and frames.max() == len(d.clip) - 1  # bounces between the ends
     assert set(np.abs(np.diff(frames))) <= {0, 1}
 
 
-@pytest.mark.parametrize("env_id, action_repeat, advances", [
-    ("cheetah-run", None, [2, 2, 2]), ("finger-spin", None, [1, 1, 1]), ("cartpole-swingup", 3, [1, 2, 1])])
+@pytest.mark.parametrize(
+    "env_id, action_repeat, advances",
+    [("cheetah-run", None, [2, 2, 2]), ("finger-spin", None, [1, 1, 1]), ("cartpole-swingup", 3, [1, 2, 1])],
+)
 def test_distractions_advance_on_every_second_control_step(env_id, action_repeat, advances):
     env = envs.make_env(env_id, seed=0, mode="distracting_cs_easy", image_size=16, action_repeat=action_repeat)
     calls, advance = [], env.distraction.advance
@@ -205,24 +220,39 @@ def test_bad_input_is_one_line_before_mujoco_starts(tmp_path, monkeypatch):
     _one_line_error(lambda: envs.make_env("cheetah-run", 0, "distracting_cs"), "intensity", "None")
     _one_line_error(lambda: envs.make_env("cheetah-run", 0, "distracting_cs", intensity=0), "intensity", "(0, 1]")
     _one_line_error(lambda: envs.make_env("cheetah-run", 0, "distracting_cs", intensity=1.5), "1.5")
-    _one_line_error(lambda: envs.make_env("cheetah-run", 0, "distracting_cs_hard", intensity=0.5),
-                    "0.3", "distracting_cs")
+    _one_line_error(lambda: envs.make_env("cheetah-run", 0, "distracting_cs_hard", intensity=0.5), "0.3", "distracting_cs")
     _one_line_error(lambda: envs.make_env("cheetah-run", 0, "video_easy", intensity=0.5), "intensity", "video_easy")
-    _one_line_error(lambda: envs.make_env("cheetah-run", 0, "distracting_cs_medium_", ), "distracting_cs_hard")
+    _one_line_error(
+        lambda: envs.make_env(
+            "cheetah-run",
+            0,
+            "distracting_cs_medium_",
+        ),
+        "distracting_cs_hard",
+    )
     missing = str(tmp_path / "missing")
-    _one_line_error(lambda: envs.make_env("cheetah-run", 0, "distracting_cs_easy", davis_dir=missing),
-                    missing, "JPEGImages/480p")
+    _one_line_error(
+        lambda: envs.make_env("cheetah-run", 0, "distracting_cs_easy", davis_dir=missing), missing, "JPEGImages/480p"
+    )
     _write_davis(tmp_path / "few", ["bear", "boat", "bus"], train=["bear", "boat", "bus"])
-    _one_line_error(lambda: envs.make_env("walker-walk", 0, "distracting_cs_easy", davis_dir=str(tmp_path / "few")),
-                    "3 train sequences", "4")
+    _one_line_error(
+        lambda: envs.make_env("walker-walk", 0, "distracting_cs_easy", davis_dir=str(tmp_path / "few")),
+        "3 train sequences",
+        "4",
+    )
     _write_davis(tmp_path / "listed", ["bear"], train=["bear", "boat"])
-    _one_line_error(lambda: envs.make_env("walker-walk", 0, "distracting_cs_hard", davis_dir=str(tmp_path / "listed")),
-                    "boat", "missing")
+    _one_line_error(
+        lambda: envs.make_env("walker-walk", 0, "distracting_cs_hard", davis_dir=str(tmp_path / "listed")), "boat", "missing"
+    )
     (tmp_path / "empty" / "JPEGImages" / "480p").mkdir(parents=True)
-    _one_line_error(lambda: envs.make_env("walker-walk", 0, "distracting_cs_hard", davis_dir=str(tmp_path / "empty")),
-                    "no sequences")
+    _one_line_error(
+        lambda: envs.make_env("walker-walk", 0, "distracting_cs_hard", davis_dir=str(tmp_path / "empty")), "no sequences"
+    )
 
 
 def test_unsupported_camera_is_one_line():
-    _one_line_error(lambda: envs.make_env("cartpole-swingup", 0, "distracting_cs_easy", camera_id=1, image_size=16),
-                    "camera_id 1", "cartpole")
+    _one_line_error(
+        lambda: envs.make_env("cartpole-swingup", 0, "distracting_cs_easy", camera_id=1, image_size=16),
+        "camera_id 1",
+        "cartpole",
+    )

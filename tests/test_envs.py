@@ -3,6 +3,7 @@
 Rendering costs ~20 ms a frame on CPU whatever the size (the shadow map dominates), so tests
 take few steps; the long-episode checks stub the renderer out.
 """
+
 import math
 import os
 import time
@@ -98,8 +99,9 @@ def test_action_repeat_sums_rewards_like_raw_dm_control():
     assert max(rewards) > 0.01  # a non-trivial comparison
 
 
-@pytest.mark.parametrize("env_id, length, render", [
-    ("cartpole-swingup", 125, True), ("finger-spin", 500, False), ("cheetah-run", 250, False)])
+@pytest.mark.parametrize(
+    "env_id, length, render", [("cartpole-swingup", 125, True), ("finger-spin", 500, False), ("cheetah-run", 250, False)]
+)
 def test_episode_length(env_id, length, render):
     env = envs.make_env(env_id, seed=0, image_size=16)
     assert env.max_episode_steps == length  # what the training scripts size the replay buffer with
@@ -201,6 +203,37 @@ def test_video_hard_keeps_only_the_agent():
     assert changed[agent].mean() < 0.1
 
 
+@pytest.mark.parametrize("mode", ["train", "color_hard", "video_easy", "video_hard", "distracting_cs_hard"])
+def test_agent_masks_are_the_agent_pixels_of_each_stacked_frame(mode):
+    """reset(options={"track_agent": True}): agent_masks() holds, per stacked frame, the pixels of
+    every geom but the floor (what video_hard keeps), from the renderer's segmentation, frame by
+    frame as the stack moves; the first frame's mask repeats as the frame does. Off by default."""
+    env = envs.make_env("cheetah-run", seed=0, mode=mode, image_size=48)
+    env.reset(seed=0, options={"track_agent": True})
+    first = regions(env)[2]
+    masks = [env.agent_masks()]
+    assert masks[0].shape == (3, 48, 48) and masks[0].dtype == bool
+    assert all(np.array_equal(m, first) for m in masks[0])
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        env.step(rng.uniform(-1, 1, env.action_space.shape))
+        masks.append(env.agent_masks())
+        assert np.array_equal(masks[-1][-1], regions(env)[2])  # the newest frame: this state's agent
+        assert np.array_equal(masks[-1][:2], masks[-2][1:])  # the older ones moved along with the frames
+    assert 0.02 < masks[-1].mean() < 0.3 and not np.array_equal(masks[-1][0], masks[-1][-1])  # the agent moved
+    env.reset()
+    with pytest.raises(RuntimeError, match="track_agent"):
+        env.agent_masks()
+
+
+def test_agent_masks_match_what_video_hard_keeps():
+    env = envs.make_env("walker-walk", seed=3, mode="video_hard", image_size=64)
+    env.reset(options={"track_agent": True})
+    env.step(np.zeros(env.action_space.shape))
+    kept = env._camera.render(segmentation=True)[..., 0] != -1  # video_hard shows its video wherever no geom is drawn
+    assert kept.sum() > 100 and np.array_equal(env.agent_masks()[-1], kept)
+
+
 def test_background_moves_every_step():
     env = envs.make_env("cheetah-run", seed=0, mode="video_easy", image_size=48)
     obs = rollout(env, 0, 2)[-1]
@@ -257,11 +290,11 @@ def test_procedural_videos():
     f0, f1 = clip[0], clip[1]
     assert f0.shape == (84, 84, 3) and f0.dtype == np.uint8
     assert np.array_equal(f0, VideoSource("video_easy", 84).clip(3)[0])  # deterministic
-    assert np.abs(f1.astype(int) - f0).mean() > 0.5                        # moving
+    assert np.abs(f1.astype(int) - f0).mean() > 0.5  # moving
     assert np.abs(clip[50].astype(int) - f0).mean() > 5
-    assert f0.std() > 15 and not np.array_equal(f0, easy.clip(4)[0])       # content, varied
+    assert f0.std() > 15 and not np.array_equal(f0, easy.clip(4)[0])  # content, varied
     g = f0.astype(float).mean(-1)
-    assert np.corrcoef(g[:, :-1].ravel(), g[:, 1:].ravel())[0, 1] > 0.8   # smooth, not noise
+    assert np.corrcoef(g[:, :-1].ravel(), g[:, 1:].ravel())[0, 1] > 0.8  # smooth, not noise
     params = procedural_params(np.random.default_rng(0), 84, hard=True)
     t = time.perf_counter()
     for i in range(100):
@@ -294,8 +327,9 @@ def test_video_folder_numeric_order_and_frame_folders(tmp_path):
     _write_mp4(str(tmp_path / "root" / "video_hard" / "video0.mp4"), 77)
     assert len(VideoSource("video_hard", 24, str(tmp_path / "root"))) == 1
     # end to end: the env's sky shows the folder's first video of the episode
-    env = envs.make_env("cheetah-run", seed=0, mode="video_easy", image_size=24,
-                        video_dir=str(tmp_path / "root" / "video_hard"))
+    env = envs.make_env(
+        "cheetah-run", seed=0, mode="video_easy", image_size=24, video_dir=str(tmp_path / "root" / "video_hard")
+    )
     env.reset()
     sky = regions(env)[0]
     assert np.abs(env.render()[sky].astype(int) - 77).max() <= 3
@@ -338,8 +372,9 @@ def test_gl_failure_message(monkeypatch):
         raise RuntimeError("Cannot initialize a EGL device display.\nSecond line.")
 
     monkeypatch.setattr(envs, "_make_camera", no_gl)
-    _one_line_config_error(lambda: envs.make_env("cheetah-run", 0),
-                           "MUJOCO_GL=osmesa", "libosmesa6", "libegl1 libgl1-mesa-dri", "EGL device")
+    _one_line_config_error(
+        lambda: envs.make_env("cheetah-run", 0), "MUJOCO_GL=osmesa", "libosmesa6", "libegl1 libgl1-mesa-dri", "EGL device"
+    )
 
 
 # ----------------------------------------------------------------------------- overlay images
@@ -347,7 +382,7 @@ def test_overlay_images_procedural():
     a, b = envs.OverlayImages(seed=0), envs.OverlayImages(seed=0)
     x = a.sample(128)
     assert x.shape == (128, 3, 84, 84) and x.dtype == np.uint8 and x.flags.c_contiguous
-    assert np.array_equal(x, b.sample(128))                                 # deterministic
+    assert np.array_equal(x, b.sample(128))  # deterministic
     assert not np.array_equal(x[:8], envs.OverlayImages(seed=1).sample(8))
     assert len(a) == 500 and len(np.unique(x.reshape(128, -1), axis=0)) == 128  # a varied bank
     assert x.std() > 30
@@ -372,12 +407,12 @@ def test_crop_boxes_follow_torchvision():
     rng = np.random.default_rng(0)
     n = 20000
     top, left, h, w = random_resized_crop_boxes(rng, np.full(n, 224), np.full(n, 224))
-    area, ratio = h * w / 224 ** 2, w / h
+    area, ratio = h * w / 224**2, w / h
     assert area.min() >= 0.08 - 0.01 and area.max() <= 1 and area.max() > 0.95 and area.min() < 0.09
     assert ratio.min() >= 3 / 4 - 0.02 and ratio.max() <= 4 / 3 + 0.02
-    assert abs(np.log(ratio).mean()) < 0.01                                  # log-uniform: symmetric
+    assert abs(np.log(ratio).mean()) < 0.01  # log-uniform: symmetric
     assert np.all((top >= 0) & (left >= 0) & (top + h <= 224) & (left + w <= 224))
-    assert abs((top / (224 - h + 1)).mean() - 0.5) < 0.02                   # placed uniformly
+    assert abs((top / (224 - h + 1)).mean() - 0.5) < 0.02  # placed uniformly
     # Small areas are accepted on every try, large ones often rejected: the area's density falls above ~0.75.
     assert (area < 0.5).mean() > 0.5
     # No try can fit a 10x200 strip (a 0.08 area needs height >= 11): centre crop of height 10 at ratio 4/3.
@@ -389,17 +424,16 @@ def test_overlay_crops_and_flips_end_to_end(tmp_path):
     """An image that encodes its own coordinates (R = column, G = row) shows which box each draw cropped."""
     side = 200
     ramp = np.round(np.arange(side) * 255 / (side - 1)).astype(np.uint8)
-    coords = np.stack([np.tile(ramp, (side, 1)), np.tile(ramp[:, None], (1, side)),
-                       np.full((side, side), 128, np.uint8)], -1)
+    coords = np.stack([np.tile(ramp, (side, 1)), np.tile(ramp[:, None], (1, side)), np.full((side, side), 128, np.uint8)], -1)
     Image.fromarray(coords).save(tmp_path / "coords.png")
     x = envs.OverlayImages(str(tmp_path), image_size=32, seed=0).sample(600).astype(float) * (side - 1) / 255
     red, green = x[:, 0], x[:, 1]
     flipped = red[:, :, 0].mean(1) > red[:, :, -1].mean(1)
-    assert abs(flipped.mean() - 0.5) < 0.08                                  # flips about half
+    assert abs(flipped.mean() - 0.5) < 0.08  # flips about half
     assert np.all(np.abs(np.diff(red, axis=2)).max(axis=(1, 2)) < 3 * side / 32)  # smooth: a crop, not a shuffle
     width = np.abs(red[:, :, -1] - red[:, :, 0]).mean(1) * 32 / 31  # crop extents in source pixels
     height = (green[:, -1, :] - green[:, 0, :]).mean(1) * 32 / 31
-    area, ratio = width * height / side ** 2, width / height
+    area, ratio = width * height / side**2, width / height
     assert area.min() > 0.06 and area.max() < 1.05 and area.min() < 0.15 and area.max() > 0.8
     assert ratio.min() > 0.7 and ratio.max() < 1.4 and np.all(height > 0)
 
@@ -408,14 +442,14 @@ def test_overlay_pool_bounds_memory_and_spaces_repeats(tmp_path):
     for i in range(40):
         Image.fromarray(np.full((12, 20, 3), 6 * i, np.uint8)).save(tmp_path / f"img{i}.png")
     streamed = envs.OverlayImages(str(tmp_path), image_size=8, seed=0, max_images=16, draws_per_image=2)
-    assert len(streamed) == 40 and streamed.pool.shape == (16, 12, 12, 3)   # the bound: 16 x (1.5 x 8)^2 x 3 bytes
+    assert len(streamed) == 40 and streamed.pool.shape == (16, 12, 12, 3)  # the bound: 16 x (1.5 x 8)^2 x 3 bytes
     drawn = []
     for _ in range(40):
         streamed.sample(8)
         drawn.extend(streamed.last_drawn)
     drawn = np.array(drawn)
-    assert all(len(set(drawn[i:i + 16])) == 16 for i in range(len(drawn) - 16))  # no repeat within 16 draws
-    assert set(drawn) == set(range(40))                                      # the whole folder streams through
+    assert all(len(set(drawn[i : i + 16])) == 16 for i in range(len(drawn) - 16))  # no repeat within 16 draws
+    assert set(drawn) == set(range(40))  # the whole folder streams through
     # reads: one per slot in the first pass, then one per 2 draws
     assert abs(streamed._reads - (16 + (320 - 16) / 2)) <= 8
     assert np.bincount(drawn % 40).max() <= 2 * np.ceil(streamed._reads / 40)
@@ -423,10 +457,10 @@ def test_overlay_pool_bounds_memory_and_spaces_repeats(tmp_path):
     for _ in range(20):
         cached.sample(8)
         assert sorted(cached.source[cached.source >= 0]) == list(range(min(40, 8 * (_ + 1))))
-    assert cached._reads == 40 and len(cached.pool) == 40                   # a folder that fits is read once
+    assert cached._reads == 40 and len(cached.pool) == 40  # a folder that fits is read once
     for _ in range(3):
         cached.sample(40)
-        assert sorted(cached.last_drawn) == list(range(40))                 # every image once per pass
+        assert sorted(cached.last_drawn) == list(range(40))  # every image once per pass
 
 
 def test_overlay_images_from_folder(tmp_path):

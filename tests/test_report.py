@@ -26,8 +26,16 @@ def write_run(root, name, method, env_id, seed, rows, summary=None, algorithm="s
     """A run folder as the scripts write it; rows are (step, mode, episode, return)."""
     folder = root / name
     folder.mkdir(parents=True)
-    args = {"exp_name": method, "env_id": env_id, "seed": seed, "algorithm": algorithm, "total_timesteps": 3000,
-            "action_repeat": None, "eval_episodes": 4, "augmentation": "shift"}
+    args = {
+        "exp_name": method,
+        "env_id": env_id,
+        "seed": seed,
+        "algorithm": algorithm,
+        "total_timesteps": 3000,
+        "action_repeat": None,
+        "eval_episodes": 4,
+        "augmentation": "shift",
+    }
     (folder / "args.json").write_text(json.dumps(args))
     with open(folder / "evaluations.csv", "w", newline="") as f:
         writer = csv.writer(f)
@@ -47,14 +55,24 @@ def level(method, env_id, mode):
 
 def eval_rows(rng, method, env_id, steps, modes=MODES, episodes=4):
     seed_offset = rng.normal(0, 40)
-    return [(step, mode, ep, round(float(step / 3000 * (level(method, env_id, mode) + seed_offset)
-                                         + rng.normal(0, 25)), 3))
-            for step in steps for mode in modes for ep in range(episodes)]
+    return [
+        (step, mode, ep, round(float(step / 3000 * (level(method, env_id, mode) + seed_offset) + rng.normal(0, 25)), 3))
+        for step in steps
+        for mode in modes
+        for ep in range(episodes)
+    ]
 
 
 def finished(wall_time_s):
-    return {"status": "finished", "step": 3000, "total_timesteps": 3000, "wall_time_s": wall_time_s,
-            "last_evaluation": {}, "checkpoint": "checkpoint.pt", "algorithm": "sac_baseline"}
+    return {
+        "status": "finished",
+        "step": 3000,
+        "total_timesteps": 3000,
+        "wall_time_s": wall_time_s,
+        "last_evaluation": {},
+        "checkpoint": "checkpoint.pt",
+        "algorithm": "sac_baseline",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +83,24 @@ def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     rng = np.random.default_rng(0)
     steps = [0, 1000, 2000, 3000]
-    for method, env_id, seeds in [("drq", "cartpole-swingup", 3), ("drq", "walker-walk", 2),
-                                  ("sgqn", "cartpole-swingup", 3), ("sgqn", "walker-walk", 3)]:
+    for method, env_id, seeds in [
+        ("drq", "cartpole-swingup", 3),
+        ("drq", "walker-walk", 2),
+        ("sgqn", "cartpole-swingup", 3),
+        ("sgqn", "walker-walk", 3),
+    ]:
         for seed in range(1, seeds + 1):
             going = (method, env_id, seed) == ("sgqn", "walker-walk", 3)
-            write_run(root / "sweep", f"{env_id}__{method}__{seed}", method, env_id, seed,
-                      eval_rows(rng, method, env_id, steps[:3] if going else steps),
-                      None if going else finished(3600.0 * seed), algorithm="sgqn" if method == "sgqn" else "sac_baseline")
+            write_run(
+                root / "sweep",
+                f"{env_id}__{method}__{seed}",
+                method,
+                env_id,
+                seed,
+                eval_rows(rng, method, env_id, steps[:3] if going else steps),
+                None if going else finished(3600.0 * seed),
+                algorithm="sgqn" if method == "sgqn" else "sac_baseline",
+            )
     # Half-written last line (killed during a write): the line is ignored, the run is kept.
     with open(root / "sweep" / "cartpole-swingup__drq__1" / "evaluations.csv", "ab") as f:
         f.write(b"4000,32000,tra\x00\x00\x00")
@@ -79,11 +108,24 @@ def sweep(tmp_path_factory):
     with open(root / "sweep" / "cartpole-swingup__sgqn__2" / "evaluations.csv", "a") as f:
         f.writelines(f"3000,24000,{mode},{ep},{900 + ep}\n" for mode in MODES for ep in range(4))
     # A second folder for drq cartpole seed 2 from an earlier launch, evaluated less far: dropped.
-    write_run(root / "old", "cartpole-swingup__drq__2__1700000000", "drq", "cartpole-swingup", 2,
-              eval_rows(rng, "drq", "cartpole-swingup", steps[:2]))
+    write_run(
+        root / "old",
+        "cartpole-swingup__drq__2__1700000000",
+        "drq",
+        "cartpole-swingup",
+        2,
+        eval_rows(rng, "drq", "cartpole-swingup", steps[:2]),
+    )
     # A run evaluated on train only: left out of the other modes' columns.
-    write_run(root / "sweep", "walker-walk__drq__3", "drq", "walker-walk", 3,
-              eval_rows(rng, "drq", "walker-walk", steps, modes=("train",)), summary=finished(1800.0))
+    write_run(
+        root / "sweep",
+        "walker-walk__drq__3",
+        "drq",
+        "walker-walk",
+        3,
+        eval_rows(rng, "drq", "walker-walk", steps, modes=("train",)),
+        summary=finished(1800.0),
+    )
     # Runs that have nothing to report yet, or whose files are broken.
     write_run(root / "sweep", "just-started", "drq", "walker-walk", 9, [])
     (write_run(root / "sweep", "no-csv", "drq", "walker-walk", 8, []) / "evaluations.csv").unlink()
@@ -104,11 +146,19 @@ def cell_means(root, name, mode, step):
 def test_cells_hold_each_seeds_mean_at_the_last_common_step(sweep):
     runs, messages = report.load_runs(sweep)
     cells, cell_messages = report.make_cells(runs)
-    assert sorted({(r.method, r.env_id) for r in runs}) == [("drq", "cartpole-swingup"), ("drq", "walker-walk"),
-                                                            ("sgqn", "cartpole-swingup"), ("sgqn", "walker-walk")]
+    assert sorted({(r.method, r.env_id) for r in runs}) == [
+        ("drq", "cartpole-swingup"),
+        ("drq", "walker-walk"),
+        ("sgqn", "cartpole-swingup"),
+        ("sgqn", "walker-walk"),
+    ]
     assert len(runs) == 12
-    for (env_id, method, seeds, step) in [("cartpole-swingup", "drq", 3, 3000), ("walker-walk", "drq", 2, 3000),
-                                          ("cartpole-swingup", "sgqn", 3, 3000), ("walker-walk", "sgqn", 3, 2000)]:
+    for env_id, method, seeds, step in [
+        ("cartpole-swingup", "drq", 3, 3000),
+        ("walker-walk", "drq", 2, 3000),
+        ("cartpole-swingup", "sgqn", 3, 3000),
+        ("walker-walk", "sgqn", 3, 2000),
+    ]:
         for mode in MODES:
             seeds_here = 3 if (env_id, method, mode) == ("walker-walk", "drq", "train") else seeds  # + train-only run
             cell = cells[env_id, method, mode]
@@ -118,8 +168,10 @@ def test_cells_hold_each_seeds_mean_at_the_last_common_step(sweep):
             np.testing.assert_allclose(cell.means, expected, rtol=1e-12)
     assert cells["cartpole-swingup", "sgqn", "video_hard"].means[1] == 901.5  # the repeated evaluation
     # sgqn walker is reported at 2000 because seed 3 is still going; the table says so.
-    assert any(m.startswith("note: walker-walk / sgqn is reported at step 2000") and "2 went further (up to step 3000)"
-               in m for m in cell_messages)
+    assert any(
+        m.startswith("note: walker-walk / sgqn is reported at step 2000") and "2 went further (up to step 3000)" in m
+        for m in cell_messages
+    )
 
 
 def test_table_cells_average_row_and_seed_counts(sweep, tmp_path):
@@ -132,7 +184,7 @@ def test_table_cells_average_row_and_seed_counts(sweep, tmp_path):
 
     def row(*first):  # the cells of the first table row that starts with these cells
         rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines if line.startswith("|")]
-        return next(r for r in rows if r[:len(first)] == list(first))
+        return next(r for r in rows if r[: len(first)] == list(first))
 
     for task in ("cartpole-swingup", "walker-walk"):
         for i, (mode, method) in enumerate([(mode, m) for mode in MODES for m in ("drq", "sgqn")]):
@@ -191,7 +243,9 @@ def test_checkpoint_evaluations_fill_the_modes_a_run_did_not_evaluate(tmp_path):
     takes the modes it lacks at that step from there, and keeps its own evaluations where it has them."""
     rng = np.random.default_rng(3)
     steps = [1000, 2000, 3000]
-    trained = write_run(tmp_path, "a", "drq", "cartpole-swingup", 1, eval_rows(rng, "drq", "cartpole-swingup", steps, modes=("train",)))
+    trained = write_run(
+        tmp_path, "a", "drq", "cartpole-swingup", 1, eval_rows(rng, "drq", "cartpole-swingup", steps, modes=("train",))
+    )
     write_run(tmp_path, "b", "drq", "cartpole-swingup", 2, eval_rows(rng, "drq", "cartpole-swingup", steps))
     later = {mode: [100.0 * i + ep for ep in range(10)] for i, mode in enumerate(MODES)}  # 10 episodes, not 4
     with open(trained / "eval_checkpoint_step3000.csv", "w") as f:
@@ -205,9 +259,11 @@ def test_checkpoint_evaluations_fill_the_modes_a_run_did_not_evaluate(tmp_path):
         assert set(run.returns[mode]) == {3000}
         np.testing.assert_array_equal(run.returns[mode][3000], later[mode])
     assert run.returns["train"][3000].tolist() != later["train"] and len(run.returns["train"][3000]) == 4  # its own
-    assert messages == ["ignored a/eval_checkpoint_step2000.csv starts with 'mode,return', expected 'step,frames,mode,episode,return'",
-                        "took color_easy, color_hard, video_easy, video_hard at step 3000 of a from eval_checkpoint_step3000.csv "
-                        "(its checkpoint, evaluated after training)"]
+    assert messages == [
+        "ignored a/eval_checkpoint_step2000.csv starts with 'mode,return', expected 'step,frames,mode,episode,return'",
+        "took color_easy, color_hard, video_easy, video_hard at step 3000 of a from eval_checkpoint_step3000.csv "
+        "(its checkpoint, evaluated after training)",
+    ]
     cells, _ = report.make_cells(runs)
     for mode in MODES[1:]:
         assert cells["cartpole-swingup", "drq", mode].step == 3000
@@ -221,17 +277,37 @@ def test_several_runs_dirs_are_read_as_one(tmp_path):
     rng = np.random.default_rng(4)
     a, b = tmp_path / "machine_a", tmp_path / "machine_b"
     for seed in (1, 2):
-        write_run(a, f"cartpole-swingup__drq__{seed}", "drq", "cartpole-swingup", seed, eval_rows(rng, "drq", "cartpole-swingup", [0, 1000, 2000]))
-    write_run(b, "cartpole-swingup__drq__3", "drq", "cartpole-swingup", 3, eval_rows(rng, "drq", "cartpole-swingup", [0, 1000, 2000]))
-    write_run(b, "cartpole-swingup__sgqn__1", "sgqn", "cartpole-swingup", 1, eval_rows(rng, "sgqn", "cartpole-swingup", [0, 1000, 2000]))
+        write_run(
+            a,
+            f"cartpole-swingup__drq__{seed}",
+            "drq",
+            "cartpole-swingup",
+            seed,
+            eval_rows(rng, "drq", "cartpole-swingup", [0, 1000, 2000]),
+        )
+    write_run(
+        b, "cartpole-swingup__drq__3", "drq", "cartpole-swingup", 3, eval_rows(rng, "drq", "cartpole-swingup", [0, 1000, 2000])
+    )
+    write_run(
+        b,
+        "cartpole-swingup__sgqn__1",
+        "sgqn",
+        "cartpole-swingup",
+        1,
+        eval_rows(rng, "sgqn", "cartpole-swingup", [0, 1000, 2000]),
+    )
     write_run(b, "again__drq__1", "drq", "cartpole-swingup", 1, eval_rows(rng, "drq", "cartpole-swingup", [0, 1000]))
     runs, messages = report.load_runs(a, b, a, a / "cartpole-swingup__drq__2")
-    assert [(r.method, r.seed, r.name) for r in runs] == [("drq", 1, f"{a}/cartpole-swingup__drq__1"),
-                                                          ("drq", 2, f"{a}/cartpole-swingup__drq__2"),
-                                                          ("drq", 3, f"{b}/cartpole-swingup__drq__3"),
-                                                          ("sgqn", 1, f"{b}/cartpole-swingup__sgqn__1")]
-    assert messages == [f"skipped {b}/again__drq__1: same method, task and seed as {a}/cartpole-swingup__drq__1, "
-                        "which is kept (evaluated as far or further)"]
+    assert [(r.method, r.seed, r.name) for r in runs] == [
+        ("drq", 1, f"{a}/cartpole-swingup__drq__1"),
+        ("drq", 2, f"{a}/cartpole-swingup__drq__2"),
+        ("drq", 3, f"{b}/cartpole-swingup__drq__3"),
+        ("sgqn", 1, f"{b}/cartpole-swingup__sgqn__1"),
+    ]
+    assert messages == [
+        f"skipped {b}/again__drq__1: same method, task and seed as {a}/cartpole-swingup__drq__1, "
+        "which is kept (evaluated as far or further)"
+    ]
     cells, _ = report.make_cells(runs)
     assert len(cells["cartpole-swingup", "drq", "train"].means) == 3
     out = tmp_path / "report"
@@ -254,9 +330,15 @@ def true_sweep(root, rng, seeds=10, shift=100.0):
         for method, m in (("drq", mu), ("sgqn", mu + shift)):
             for seed in range(seeds):
                 offset = rng.normal(0, 60)
-                write_run(root, f"{env_id}__{method}__{seed}", method, env_id, seed,
-                          [(1000, "train", ep, m + offset + rng.normal(0, 20)) for ep in range(5)])
-    sd = math.sqrt(60 ** 2 + 20 ** 2 / 5)
+                write_run(
+                    root,
+                    f"{env_id}__{method}__{seed}",
+                    method,
+                    env_id,
+                    seed,
+                    [(1000, "train", ep, m + offset + rng.normal(0, 20)) for ep in range(5)],
+                )
+    sd = math.sqrt(60**2 + 20**2 / 5)
     return 0.5, 0.5 + shift / 1000, scipy.stats.norm.cdf(-shift / (sd * math.sqrt(2)))  # P(drq > sgqn)
 
 
@@ -270,8 +352,9 @@ def test_intervals_contain_the_true_values_and_match_the_estimators(tmp_path):
         point, ci, n_tasks = scores["train"][method]
         assert n_tasks == 3
         per_task = [cells[t, method, "train"].means / 1000 for t in ("cartpole-swingup", "finger-spin", "walker-walk")]
-        np.testing.assert_allclose(point, [scipy.stats.trim_mean(np.concatenate(per_task), 0.25),
-                                           np.mean([s.mean() for s in per_task])])
+        np.testing.assert_allclose(
+            point, [scipy.stats.trim_mean(np.concatenate(per_task), 0.25), np.mean([s.mean() for s in per_task])]
+        )
         for i in range(2):  # IQM, mean: the CI holds the point and the truth, and is not vacuous
             assert ci[0, i] <= point[i] <= ci[1, i]
             assert ci[0, i] <= truth <= ci[1, i] and ci[1, i] - ci[0, i] < 0.1
@@ -310,8 +393,12 @@ def test_curve_band_is_the_t_interval_clipped_to_the_return_range(tmp_path):
     past 0 and 1000, and is cut there. One seed: no band."""
     returns = {1: (500, 100, 50), 2: (520, 900, 150), 3: (540, None, 100)}  # seed: returns at steps 1000, 2000, 3000
     for seed, values in returns.items():
-        rows = [(step, "train", ep, value) for step, value in zip((1000, 2000, 3000), values) if value is not None
-                for ep in range(2)]
+        rows = [
+            (step, "train", ep, value)
+            for step, value in zip((1000, 2000, 3000), values)
+            if value is not None
+            for ep in range(2)
+        ]
         write_run(tmp_path, f"cartpole-swingup__drq__{seed}", "drq", "cartpole-swingup", seed, rows)
     runs, _ = report.load_runs(tmp_path)
     frames, mean, low, high = report.learning_curve(runs, "train")
@@ -326,8 +413,15 @@ def test_wall_time_per_run_counts_finished_runs_only(tmp_path):
     """A stopped run's wall time is part of its cost: averaging it in would understate a run's cost."""
     rows = [(3000, mode, ep, 500.0) for mode in MODES for ep in range(2)]
     write_run(tmp_path, "cartpole-swingup__drq__1", "drq", "cartpole-swingup", 1, rows, finished(3 * 3600.0))
-    write_run(tmp_path, "cartpole-swingup__drq__2", "drq", "cartpole-swingup", 2, rows,
-              {**finished(600.0), "status": "interrupted", "step": 3000})
+    write_run(
+        tmp_path,
+        "cartpole-swingup__drq__2",
+        "drq",
+        "cartpole-swingup",
+        2,
+        rows,
+        {**finished(600.0), "status": "interrupted", "step": 3000},
+    )
     runs, messages = report.load_runs(tmp_path)
     cells, more = report.make_cells(runs)
     table = report.results_tables(runs, cells, messages + more)
@@ -337,15 +431,21 @@ def test_wall_time_per_run_counts_finished_runs_only(tmp_path):
 
 def test_cli_writes_table_aggregates_and_readable_plots(sweep, tmp_path):
     out = tmp_path / "report"
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "report.py"), str(sweep),
-                             "--out", str(out), "--reps", "100"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "experiments", "report.py"), str(sweep), "--out", str(out), "--reps", "100"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     table, aggregates = (out / "table.md").read_text(), (out / "aggregates.md").read_text()
     assert table in result.stdout and aggregates in result.stdout
     assert "skipped sweep/just-started: no evaluations yet" in result.stdout
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in aggregates.splitlines() if line.startswith("|")]
-    assert [r[:4] for r in rows if r[0] == "video_hard" and len(r) == 6] == [["video_hard", "drq", "2", "5"],
-                                                                             ["video_hard", "sgqn", "2", "6"]]
+    assert [r[:4] for r in rows if r[0] == "video_hard" and len(r) == 6] == [
+        ["video_hard", "drq", "2", "5"],
+        ["video_hard", "sgqn", "2", "6"],
+    ]
     assert ["train", "P(drq > sgqn)"] in [r[:2] for r in rows]
     for name in ("curves_cartpole-swingup.png", "curves_walker-walk.png", "aggregate_iqm.png"):
         image = np.asarray(Image.open(out / name).convert("RGB"))
@@ -361,23 +461,93 @@ def test_cli_writes_table_aggregates_and_readable_plots(sweep, tmp_path):
 
 
 def test_bad_input_is_one_error_line(tmp_path):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "report.py"), str(tmp_path / "missing"),
-                             "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "experiments", "report.py"),
+            str(tmp_path / "missing"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr == f"error: RUNS_DIR {tmp_path}/missing is not a folder\n"
 
 
-@pytest.mark.parametrize("make, flags, message", [
-    (lambda p: p.mkdir(), {}, "no runs under {p} \\(no args.json found\\)"),
-    (lambda p: write_run(p, "r", "drq", "walker-walk", 1, []), {}, "nothing to report under {p}: every run was left out"),
-    (lambda p: write_run(p, "r", "drq", "walker-walk", 1, [(0, "train", 0, 1.0)]), {"step": 5},
-     "nothing to report under {p} at step 5"),
-    (lambda p: p.mkdir(), {"reps": 0}, "--reps 0: give at least 1 bootstrap resample"),
-    (lambda p: p.mkdir(), {"step": -1}, "--step -1: give an agent step >= 0"),
-])
+@pytest.mark.parametrize(
+    "make, flags, message",
+    [
+        (lambda p: p.mkdir(), {}, "no runs under {p} \\(no args.json found\\)"),
+        (lambda p: write_run(p, "r", "drq", "walker-walk", 1, []), {}, "nothing to report under {p}: every run was left out"),
+        (
+            lambda p: write_run(p, "r", "drq", "walker-walk", 1, [(0, "train", 0, 1.0)]),
+            {"step": 5},
+            "nothing to report under {p} at step 5",
+        ),
+        (lambda p: p.mkdir(), {"reps": 0}, "--reps 0: give at least 1 bootstrap resample"),
+        (lambda p: p.mkdir(), {"step": -1}, "--step -1: give an agent step >= 0"),
+    ],
+)
 def test_bad_input_stops_before_writing(tmp_path, make, flags, message):
     runs_dir = tmp_path / "runs"
     make(runs_dir)
     with pytest.raises(report.envs.ConfigError, match=message.format(p=runs_dir)):
         report.main(report.Args(runs_dirs=[str(runs_dir)], out=str(tmp_path / "out"), **flags))
     assert not (tmp_path / "out").exists()
+
+
+def write_saliency(folder, name, rows):
+    """rows: (step, frames, mode, mask_on_agent, agent_share, images), as the scripts write them."""
+    with open(folder / name, "w") as f:
+        f.write("step,frames,mode,mask_on_agent,agent_share,images\n")
+        f.writelines(",".join(map(str, row)) + "\n" for row in rows)
+
+
+def test_saliency_on_the_agent_is_read_tabled_and_plotted(tmp_path):
+    """saliency.csv of each run (and eval_checkpoint_step{N}_saliency.csv filling the steps it lacks):
+    table.md's section holds each method's mean over seeds at the last step all its runs measured,
+    with the agent's share in brackets; a curve per task; malformed lines are named and left out."""
+    rng = np.random.default_rng(5)
+    steps = [1000, 2000]
+    for method, seed, on_agent in (("drq", 1, 0.10), ("drq", 2, 0.20), ("sgqn", 1, 0.62), ("sgqn", 2, 0.70)):
+        folder = write_run(
+            tmp_path, f"{method}{seed}", method, "cartpole-swingup", seed, eval_rows(rng, method, "cartpole-swingup", steps)
+        )
+        rows = [(s, 8 * s, mode, on_agent * s / 2000, 0.04, 8) for s in steps for mode in ("train", "video_hard")]
+        if (method, seed) == ("sgqn", 2):  # step 2000 from its checkpoint's evaluation after training
+            write_saliency(folder, "eval_checkpoint_step2000_saliency.csv", [r for r in rows if r[0] == 2000])
+            rows = [r for r in rows if r[0] == 1000] + [(1000, 8000, "train", 1.5, 0.04, 8), ("x",)]
+        write_saliency(folder, "saliency.csv", rows)
+    runs, messages = report.load_runs(tmp_path)
+    by_name = {r.name: r for r in runs}
+    assert by_name["sgqn2"].saliency["video_hard"] == {1000: (0.35, 0.04), 2000: (0.70, 0.04)}
+    assert by_name["drq1"].saliency["train"][1000] == (0.05, 0.04)
+    assert "ignored 2 malformed line(s) of sgqn2/saliency.csv" in messages
+    cells, _ = report.make_cells(runs)
+    table = report.results_tables(runs, cells, [])
+    section = table.split("## Where the saliency lands")[1].split("##")[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("|")]
+    assert rows[0] == ["method", "task", "runs", "step (frames)", "train", "video_hard"]
+    assert rows[2:] == [
+        ["drq", "cartpole-swingup", "2", "2000 (16k)", "15% (4%)", "15% (4%)"],
+        ["sgqn", "cartpole-swingup", "2", "2000 (16k)", "66% (4%)", "66% (4%)"],
+    ]
+    at_first = report.results_tables(runs, cells, [], step=1000).split("## Where the saliency lands")[1].split("##")[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in at_first.splitlines() if line.startswith("|")]
+    assert rows[-1] == ["sgqn", "cartpole-swingup", "2", "1000 (8k)", "33% (4%)", "33% (4%)"]  # (0.31 + 0.35) / 2
+    paths = report.plot_saliency(runs, {"drq": "C0", "sgqn": "C1"}, tmp_path)
+    assert [p.name for p in paths] == ["saliency_cartpole-swingup.png"]
+    image = np.asarray(Image.open(paths[0]).convert("RGB"))
+    for rgb in ((31, 119, 180), (255, 127, 14)):
+        assert (np.abs(image.astype(int) - rgb).sum(axis=2) < 30).sum() > 50
+
+
+def test_runs_without_saliency_files_have_no_saliency_section(sweep):
+    runs, _ = report.load_runs(sweep)
+    cells, _ = report.make_cells(runs)
+    assert all(not r.saliency for r in runs)
+    assert "Where the saliency lands" not in report.results_tables(runs, cells, [])
+    assert report.plot_saliency(runs, {}, sweep) == []

@@ -1,6 +1,7 @@
-"""Run plumbing of both scripts, for real: signals sent to a running script (a subprocess on a real
-DMC task), resuming, the files of a run (args.json, evaluations.csv, summary.json),
---eval-checkpoint, argument checks, the console, the random streams."""
+"""Run plumbing of both scripts (run_plumbing.py), for real: signals sent to a running script (a
+subprocess on a real DMC task), resuming (checkpoints of earlier code too), the files of a run
+(args.json, evaluations.csv, summary.json), --eval-checkpoint, argument checks (flags given on the
+command line), the console, the random streams."""
 
 import csv
 import dataclasses
@@ -13,27 +14,61 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
 import torch
-from common import ROOT, TINY, toy_envs  # noqa: F401 (fixture)
+from common import ROOT, TINY
 
 import envs
+import run_plumbing
 import sac_baseline as sac
 import sgqn
 
 # cartpole-swingup with tiny networks; 20 physics steps per agent step make 50-step episodes (short evaluations).
-SMALL = ["--env-id", "cartpole-swingup", "--action-repeat", "20", "--num-conv-layers", "2", "--num-filters", "8",
-         "--projection-dim", "16", "--hidden-dim", "32", "--image-size", "32", "--batch-size", "16", "--learning-starts", "20",
-         "--eval-episodes", "1", "--eval-modes", "train", "video_hard", "--eval-freq", "50", "--save-freq", "50"]
+SMALL = [
+    "--env-id",
+    "cartpole-swingup",
+    "--action-repeat",
+    "20",
+    "--num-conv-layers",
+    "2",
+    "--num-filters",
+    "8",
+    "--projection-dim",
+    "16",
+    "--hidden-dim",
+    "32",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "16",
+    "--learning-starts",
+    "20",
+    "--eval-episodes",
+    "1",
+    "--eval-modes",
+    "train",
+    "video_hard",
+    "--eval-freq",
+    "50",
+    "--save-freq",
+    "50",
+]
 RESUME_LINE = re.compile(r"interrupted at step (\d+); resume with: python (sac_baseline|sgqn)\.py --resume (\S+)")
 
 
 def start(tmp_path, script, *flags):
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, f"{script}.py"), *flags], cwd=tmp_path, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                            env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "OMP_NUM_THREADS": "1"})
+    return subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, f"{script}.py"), *flags],
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "OMP_NUM_THREADS": "1"},
+    )
 
 
 def interrupt_after_first_checkpoint(process, signum, to_group):
@@ -68,10 +103,13 @@ def summary(run_dir):
         return json.load(f)
 
 
-@pytest.mark.parametrize("script, signum, to_group", [
-    ("sac_baseline", signal.SIGINT, True),  # Ctrl-C in a terminal: the whole process group
-    ("sgqn", signal.SIGTERM, False),        # `kill`, a scheduler's notice: the script only
-])
+@pytest.mark.parametrize(
+    "script, signum, to_group",
+    [
+        ("sac_baseline", signal.SIGINT, True),  # Ctrl-C in a terminal: the whole process group
+        ("sgqn", signal.SIGTERM, False),  # `kill`, a scheduler's notice: the script only
+    ],
+)
 def test_a_signal_checkpoints_exits_cleanly_and_resume_continues(tmp_path, script, signum, to_group):
     process = start(tmp_path, script, "--total-timesteps", "150", *SMALL)
     out, err, exit_seconds = interrupt_after_first_checkpoint(process, signum, to_group)
@@ -86,8 +124,14 @@ def test_a_signal_checkpoints_exits_cleanly_and_resume_continues(tmp_path, scrip
     run_dir = os.path.dirname(os.path.join(tmp_path, checkpoint))
     assert 50 < step < 150 and torch.load(os.path.join(tmp_path, checkpoint), weights_only=False)["step"] == step
     assert summary(run_dir) | {"wall_time_s": 0} == {
-        "status": "interrupted", "step": step, "total_timesteps": 150, "wall_time_s": 0,
-        "last_evaluation": last_evaluation(evaluation_rows(run_dir)), "checkpoint": checkpoint, "algorithm": script}
+        "status": "interrupted",
+        "step": step,
+        "total_timesteps": 150,
+        "wall_time_s": 0,
+        "last_evaluation": last_evaluation(evaluation_rows(run_dir)),
+        "checkpoint": checkpoint,
+        "algorithm": script,
+    }
     first_wall_time = summary(run_dir)["wall_time_s"]
 
     resumed = start(tmp_path, script, "--resume", checkpoint)
@@ -97,7 +141,9 @@ def test_a_signal_checkpoints_exits_cleanly_and_resume_continues(tmp_path, scrip
     assert torch.load(os.path.join(tmp_path, checkpoint), weights_only=False)["step"] == 150
     rows = evaluation_rows(run_dir)
     assert rows[0] == ["step", "frames", "mode", "episode", "return"]
-    assert [row[:4] for row in rows[1:]] == [[str(s), str(s * 20), mode, "0"] for s in (50, 100, 150) for mode in ("train", "video_hard")]
+    assert [row[:4] for row in rows[1:]] == [
+        [str(s), str(s * 20), mode, "0"] for s in (50, 100, 150) for mode in ("train", "video_hard")
+    ]
     done = summary(run_dir)
     assert done["status"] == "finished" and done["step"] == 150 and done["wall_time_s"] > first_wall_time
     assert done["last_evaluation"] == last_evaluation(rows) and last_evaluation(rows)["train"] == float(rows[-2][4])
@@ -125,8 +171,22 @@ def test_only_the_settotalmass_warning_is_silenced(caplog):
 
 # ----------------------------------------------------------------------------- in-process (toy task)
 def toy_args(module, **overrides):
-    return module.Args(**{**TINY, **dict(env_id="toy-reach", learning_starts=10, eval_episodes=1, eval_modes=("train",),
-                                         buffer_size=500, eval_freq=20, save_freq=20, console_freq=10**6), **overrides})
+    return module.Args(
+        **{
+            **TINY,
+            **dict(
+                env_id="toy-reach",
+                learning_starts=10,
+                eval_episodes=1,
+                eval_modes=("train",),
+                buffer_size=500,
+                eval_freq=20,
+                save_freq=20,
+                console_freq=10**6,
+            ),
+            **overrides,
+        }
+    )
 
 
 @pytest.mark.parametrize("module", [sac, sgqn], ids=["sac_baseline", "sgqn"])
@@ -146,7 +206,7 @@ def test_an_interrupt_in_the_first_updates_burst_keeps_its_updates_and_resume_fi
     monkeypatch.setattr(module, "update", update)
     previous = signal.getsignal(signal.SIGUSR1)
     args = toy_args(module, learning_starts=100, total_timesteps=110, eval_freq=1000, save_freq=1000, save_buffer=True)
-    with pytest.raises(module.Interrupted) as interrupted:
+    with pytest.raises(run_plumbing.Interrupted) as interrupted:
         module.main(args)
     assert steps == [100] * 5  # stopped within one update of the signal
     assert (interrupted.value.signum, interrupted.value.step, interrupted.value.exit_code) == (signal.SIGUSR1, 100, 138)
@@ -178,8 +238,12 @@ def test_keep_checkpoints_keeps_each_periodic_checkpoint_without_the_buffer(toy_
     weights = [s["agent"]["critic"] for s in states.values()]
     name = next(iter(weights[0]))
     assert not torch.equal(weights[0][name], weights[2][name])  # the networks of their own step
-    assert torch.equal(weights[2][name], torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)["agent"]["critic"][name])
-    returns = module.main(module.Args(eval_checkpoint=os.path.join(run_dir, "checkpoint_step20.pt"), eval_modes=("train",), eval_episodes=1))
+    assert torch.equal(
+        weights[2][name], torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)["agent"]["critic"][name]
+    )
+    returns = module.main(
+        module.Args(eval_checkpoint=os.path.join(run_dir, "checkpoint_step20.pt"), eval_modes=("train",), eval_episodes=1)
+    )
     assert returns["train"].shape == (1,)
     plain = module.main(dataclasses.replace(args, run_name="plain", keep_checkpoints=False))
     assert "checkpoint.pt" in os.listdir(plain) and not any(f.startswith("checkpoint_step") for f in os.listdir(plain))
@@ -190,14 +254,14 @@ def test_an_evaluation_cut_short_is_made_on_resume_once(toy_envs, monkeypatch):
     is written at that step and the resumed run evaluates it first: no gap, no repeat."""
     real_evaluate = sac.evaluate
 
-    def evaluate(agent, eval_envs, modes, episodes, device, video_dir=None, step=0, stop=None):
+    def evaluate(agent, eval_envs, args, device, video_dir=None, step=0, stop=None):
         if step == 40:
             os.kill(os.getpid(), signal.SIGTERM)
-        return real_evaluate(agent, eval_envs, modes, episodes, device, video_dir, step, stop)
+        return real_evaluate(agent, eval_envs, args, device, video_dir, step, stop)
 
     monkeypatch.setattr(sac, "evaluate", evaluate)
     args = toy_args(sac, total_timesteps=60, eval_modes=("train", "color_hard"))
-    with pytest.raises(sac.Interrupted) as interrupted:
+    with pytest.raises(run_plumbing.Interrupted) as interrupted:
         sac.main(args)
     run_dir = os.path.dirname(interrupted.value.checkpoint)
     assert interrupted.value.step == 40 and interrupted.value.exit_code == 143
@@ -207,7 +271,8 @@ def test_an_evaluation_cut_short_is_made_on_resume_once(toy_envs, monkeypatch):
     monkeypatch.setattr(sac, "evaluate", real_evaluate)
     sac.main(sac.Args(resume=interrupted.value.checkpoint))  # by hand: only the checkpoint
     assert [(row[0], row[2]) for row in evaluation_rows(run_dir)[1:]] == [
-        (str(s), mode) for s in (20, 40, 60) for mode in ("train", "color_hard")]
+        (str(s), mode) for s in (20, 40, 60) for mode in ("train", "color_hard")
+    ]
 
 
 def test_run_files_round_trip_and_resume_drops_rows_after_its_checkpoint(toy_envs, monkeypatch, tmp_path):
@@ -215,31 +280,37 @@ def test_run_files_round_trip_and_resume_drops_rows_after_its_checkpoint(toy_env
     trains that stretch again, so evaluations.csv drops the rows past the checkpoint first. Also:
     args.json reads back into Args, a launcher's full Args + resume works, safe flags change,
     others are refused in one line."""
-    real_save = sac.save_checkpoint
+    real_save = run_plumbing.save_checkpoint
 
-    def save_checkpoint(path, agent, args, step, *rest):
-        real_save(path, agent, args, step, *rest)
+    def save_checkpoint(path, algorithm, agent, args, step, *rest):
+        real_save(path, algorithm, agent, args, step, *rest)
         if step == 40:
             shutil.copy(path, tmp_path / "step40.pt")
 
-    monkeypatch.setattr(sac, "save_checkpoint", save_checkpoint)
+    monkeypatch.setattr(run_plumbing, "save_checkpoint", save_checkpoint)
     args = toy_args(sac, total_timesteps=60, save_freq=40, run_name="stable", runs_dir="sweep")
     run_dir = sac.main(args)
     assert run_dir == os.path.join("sweep", "stable")
     first = evaluation_rows(run_dir)
     assert [row[0] for row in first[1:]] == ["20", "40", "60"]
     saved = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)["args"]
-    assert dataclasses.asdict(sac.read_args(os.path.join(run_dir, "args.json"))) == saved == dataclasses.asdict(args)
+    assert (
+        dataclasses.asdict(run_plumbing.read_args(os.path.join(run_dir, "args.json"), sac.SCRIPT))
+        == saved
+        == dataclasses.asdict(args)
+    )
     with open(os.path.join(run_dir, "args.json")) as f:
         assert json.load(f)["algorithm"] == "sac_baseline"
     with pytest.raises(envs.ConfigError, match="is from sac_baseline.py, not sgqn.py"):
-        sgqn.read_args(os.path.join(run_dir, "args.json"))
+        run_plumbing.read_args(os.path.join(run_dir, "args.json"), sgqn.SCRIPT)
 
     checkpoint = os.path.join(run_dir, "checkpoint.pt")
     shutil.copy(tmp_path / "step40.pt", checkpoint)  # as if killed after the evaluation at 60, before its checkpoint
-    for conflict, message in ((dict(num_filters=4), r"--num-filters 4 \(checkpoint: 8\): contradicts the checkpoint"),
-                              (dict(seed=7), r"--seed 7 \(checkpoint: 1\)"),
-                              (dict(augmentation="shift"), r"--augmentation shift \(checkpoint: none\)")):
+    for conflict, message in (
+        (dict(num_filters=4), r"--num-filters 4 \(checkpoint: 8\): contradicts the checkpoint"),
+        (dict(seed=7), r"--seed 7 \(checkpoint: 1\)"),
+        (dict(augmentation="shift"), r"--augmentation shift \(checkpoint: none\)"),
+    ):
         with pytest.raises(envs.ConfigError, match=message):
             sac.main(dataclasses.replace(args, resume=checkpoint, **conflict))
     # A launcher resumes with the run's full Args; the evaluation frequency and the length may change.
@@ -247,7 +318,7 @@ def test_run_files_round_trip_and_resume_drops_rows_after_its_checkpoint(toy_env
     rows = evaluation_rows(run_dir)
     assert rows[:3] == first[:3]  # the rows up to the checkpoint, untouched
     assert [row[0] for row in rows[1:]] == ["20", "40", "50", "60", "70"]
-    effective = sac.read_args(os.path.join(run_dir, "args.json"))
+    effective = run_plumbing.read_args(os.path.join(run_dir, "args.json"), sac.SCRIPT)
     assert (effective.eval_freq, effective.total_timesteps, effective.resume) == (10, 70, checkpoint)
     assert summary(run_dir)["step"] == 70 and summary(run_dir)["status"] == "finished"
 
@@ -262,14 +333,38 @@ def test_eval_checkpoint_takes_env_and_architecture_from_the_checkpoint(toy_envs
     assert [row[0] for row in rows[1:]] == ["20"]
     rows = list(csv.DictReader(open(os.path.join(run_dir, "eval_checkpoint_step20.csv"))))
     assert [(r["step"], r["frames"], r["mode"], r["episode"]) for r in rows] == [
-        ("20", "20", mode, str(e)) for mode in ("train", "color_hard") for e in (0, 1)]
-    np.testing.assert_array_equal([float(r["return"]) for r in rows], np.concatenate([returns["train"], returns["color_hard"]]))
+        ("20", "20", mode, str(e)) for mode in ("train", "color_hard") for e in (0, 1)
+    ]
+    np.testing.assert_array_equal(
+        [float(r["return"]) for r in rows], np.concatenate([returns["train"], returns["color_hard"]])
+    )
     with pytest.raises(envs.ConfigError, match=r"--hidden-dim 64 \(checkpoint: 32\)"):
         module.main(module.Args(eval_checkpoint=checkpoint, hidden_dim=64))
     # The run was evaluated on train only, 1 episode; an evaluation asked with the defaults gets the
     # defaults (all five modes, 10 episodes), not the run's settings (they were kept: a defect).
     returns = module.main(module.Args(eval_checkpoint=checkpoint, eval_csv=os.path.join(run_dir, "defaults.csv")))
     assert {mode: len(r) for mode, r in returns.items()} == {mode: 10 for mode in envs.MODES}
+
+
+@pytest.mark.parametrize("module", [sac, sgqn], ids=["sac_baseline", "sgqn"])
+def test_checkpoints_written_before_run_plumbing_still_resume_and_evaluate(toy_envs, capsys, module):
+    """tests/data/{script}_a8a74c5.pt: 20 steps of toy-reach with networks of 2 convs x 2 filters, written
+    by the scripts of commit a8a74c5 (before run_plumbing.py); sgqn's holds its replay buffer, sac's
+    none. Today's code evaluates them and resumes them to the end."""
+    run_dir = os.path.join("runs", f"toy-reach__{module.__name__}__1")
+    checkpoint = os.path.join(run_dir, "checkpoint.pt")
+    os.makedirs(run_dir)
+    shutil.copy(os.path.join(ROOT, "tests", "data", f"{module.__name__}_a8a74c5.pt"), checkpoint)
+    returns = module.main(module.Args(eval_checkpoint=checkpoint, eval_modes=("train", "color_hard"), eval_episodes=2))
+    assert {mode: r.shape for mode, r in returns.items()} == {"train": (2,), "color_hard": (2,)}
+    assert module.main(module.Args(resume=checkpoint, total_timesteps=30)) == run_dir
+    out = capsys.readouterr().out
+    resumed = " with 21 frames in the replay buffer" if module is sgqn else "; its replay buffer was not saved"
+    assert f"resumed at step 20{resumed}" in out and "finished 30 steps" in out, out
+    state = torch.load(checkpoint, weights_only=False)
+    assert state["step"] == 30 and state["args"]["num_filters"] == 2 and summary(run_dir)["status"] == "finished"
+    # No evaluations.csv came with the checkpoint: its step counts as not evaluated, and is evaluated first.
+    assert [row[0] for row in evaluation_rows(run_dir)[1:]] == ["20", "30"]
 
 
 def test_the_buffer_and_the_overlay_draw_from_independent_streams(toy_envs, monkeypatch):
@@ -279,11 +374,14 @@ def test_the_buffer_and_the_overlay_draw_from_independent_streams(toy_envs, monk
     seeds = []
     real_buffer, real_overlay = sgqn.ReplayBuffer, envs.OverlayImages
     monkeypatch.setattr(sgqn, "ReplayBuffer", lambda *a: seeds.append(("buffer", a[-1])) or real_buffer(*a))
-    monkeypatch.setattr(envs, "OverlayImages", lambda d, size, seed: seeds.append(("overlay", seed)) or real_overlay(d, size, seed))
+    monkeypatch.setattr(
+        envs, "OverlayImages", lambda d, size, seed: seeds.append(("overlay", seed)) or real_overlay(d, size, seed)
+    )
     for _ in range(2):
         sgqn.main(toy_args(sgqn, total_timesteps=12, sgqn_quantile=0.9))
-    (buffer_seed, buffer_again), (overlay_seed, overlay_again) = ([seed for name, seed in seeds if name == consumer]
-                                                                  for consumer in ("buffer", "overlay"))
+    (buffer_seed, buffer_again), (overlay_seed, overlay_again) = (
+        [seed for name, seed in seeds if name == consumer] for consumer in ("buffer", "overlay")
+    )
     transitions = np.random.default_rng(buffer_seed).integers(0, 1005, 4096)
     images = np.random.default_rng(overlay_seed).integers(500, size=4096)
     assert abs(np.corrcoef(transitions, images)[0, 1]) < 0.05
@@ -327,8 +425,11 @@ def test_bad_input_is_one_line_before_any_env_is_built_and_fast(module, tmp_path
         raise AssertionError("an env was built before the arguments were checked")
 
     monkeypatch.setattr(envs, "make_env", no_env)
-    bad = BAD + ([(dict(sgqn_quantile=1.5), "--sgqn-quantile 1.5"), (dict(overlay_dir="/no/where"), "--overlay-dir /no/where")]
-                 if module is sgqn else [])
+    bad = BAD + (
+        [(dict(sgqn_quantile=1.5), "--sgqn-quantile 1.5"), (dict(overlay_dir="/no/where"), "--overlay-dir /no/where")]
+        if module is sgqn
+        else []
+    )
     envs.check_args("cartpole-swingup")  # the first check imports dm_control's suite: not timed below
     for overrides, message in bad:
         started = time.perf_counter()
@@ -340,16 +441,96 @@ def test_bad_input_is_one_line_before_any_env_is_built_and_fast(module, tmp_path
 
 
 def test_cli_bad_input_exits_with_one_error_line(tmp_path):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "sgqn.py"), "--eval-modes"], capture_output=True,
-                            text=True, cwd=tmp_path, timeout=120)
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "sgqn.py"), "--eval-modes"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr.strip().splitlines() == [f"error: --eval-modes is empty: give one or more of {' '.join(envs.ALL_MODES)}"]
+    assert result.stderr.strip().splitlines() == [
+        f"error: --eval-modes is empty: give one or more of {' '.join(envs.ALL_MODES)}"
+    ]
+
+
+@pytest.fixture(scope="module")
+def cartpole_checkpoint(tmp_path_factory):
+    """A checkpoint of a tiny sac_baseline.py run on cartpole-swingup (10 random steps, 10 updates)."""
+    runs_dir = tmp_path_factory.mktemp("cartpole") / "runs"
+    args = sac.Args(
+        env_id="cartpole-swingup",
+        action_repeat=20,
+        total_timesteps=20,
+        learning_starts=10,
+        eval_freq=20,
+        eval_episodes=1,
+        eval_modes=("train",),
+        num_conv_layers=2,
+        num_filters=8,
+        projection_dim=16,
+        hidden_dim=32,
+        image_size=32,
+        batch_size=8,
+        runs_dir=str(runs_dir),
+        run_name="cartpole",
+    )
+    return os.path.join(sac.main(args), "checkpoint.pt")
+
+
+@pytest.mark.parametrize("flags, conflict", [
+    (["--resume", "{checkpoint}", "--env-id", "walker-walk"], "--env-id walker-walk (checkpoint: cartpole-swingup)"),
+    (["--resume", "{checkpoint}", "--num-filters", "32"], "--num-filters 32 (checkpoint: 8)"),
+    (["--eval-checkpoint", "{checkpoint}", "--hidden-dim=1024"], "--hidden-dim 1024 (checkpoint: 32)"),
+])  # fmt: skip
+def test_a_flag_given_at_its_default_that_contradicts_the_checkpoint_is_refused(
+    cartpole_checkpoint, tmp_path, flags, conflict
+):
+    """walker-walk, 32 filters and 1024 hidden units are the defaults: that the command line gives
+    them is what counts (they used to be ignored, and the run went on as cartpole with 8 filters)."""
+    flags = [flag.format(checkpoint=cartpole_checkpoint) for flag in flags]
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "sac_baseline.py"), *flags],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 1 and result.stdout == "", result.stdout + result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {conflict}: contradicts the checkpoint {cartpole_checkpoint}; drop it"), line
+    assert torch.load(cartpole_checkpoint, weights_only=False)["step"] == 20
+
+
+def test_the_fields_given_are_those_the_command_line_names_in_any_of_tyros_spellings():
+    argv = [
+        "--env-id",
+        "walker-walk",
+        "--num_filters=32",
+        "--no-cuda",
+        "--eval-modes",
+        "train",
+        "video_hard",
+        "--no_channels_last",
+        "--save-buffer",
+    ]
+    args, given = run_plumbing.parse_cli(sgqn.Args, argv)
+    assert given == {"env_id", "num_filters", "cuda", "eval_modes", "channels_last", "save_buffer"}
+    assert (args.num_filters, args.cuda, args.channels_last, args.save_buffer) == (32, False, False, True)
+    assert args.eval_modes == ("train", "video_hard")
+    for argv, message in (
+        (["--num-filter", "8"], "unrecognized --num-filter 8 (did you mean --num-filters?)"),
+        (["--num-filters", "eight"], "--num-filters"),
+    ):
+        with pytest.raises(envs.ConfigError) as error:
+            run_plumbing.parse_cli(sgqn.Args, argv)
+        assert message in str(error.value) and "\n" not in str(error.value), error.value
 
 
 # ----------------------------------------------------------------------------- signals and console
 def test_stop_signals_are_installed_in_the_main_thread_only_and_restored():
     previous = {s: signal.getsignal(s) for s in envs.STOP_SIGNALS}
-    with sac.stop_signals() as stop:
+    with run_plumbing.stop_signals() as stop:
         assert all(signal.getsignal(s) not in (previous[s], signal.SIG_DFL) for s in envs.STOP_SIGNALS)
         os.kill(os.getpid(), signal.SIGINT)  # no KeyboardInterrupt: only recorded
         time.sleep(0.01)
@@ -357,14 +538,14 @@ def test_stop_signals_are_installed_in_the_main_thread_only_and_restored():
     assert {s: signal.getsignal(s) for s in envs.STOP_SIGNALS} == previous
 
     seen = []
-    thread = threading.Thread(target=lambda: seen.append(sac.stop_signals().__enter__().signum))
+    thread = threading.Thread(target=lambda: seen.append(run_plumbing.stop_signals().__enter__().signum))
     thread.start()
     thread.join()
     assert seen == [None] and {s: signal.getsignal(s) for s in envs.STOP_SIGNALS} == previous
 
 
 def test_console_never_goes_quiet_in_the_burst_and_gives_an_eta_once_updates_run(toy_envs, monkeypatch, capsys):
-    monkeypatch.setattr(sac, "QUIET_SECONDS", 0.0)  # every chance to print is taken
+    monkeypatch.setattr(run_plumbing, "QUIET_SECONDS", 0.0)  # every chance to print is taken
     args = toy_args(sac, learning_starts=30, total_timesteps=40, eval_freq=40, save_freq=40)
     run_dir = sac.main(args)
     out = capsys.readouterr().out
@@ -382,18 +563,102 @@ def test_console_never_goes_quiet_in_the_burst_and_gives_an_eta_once_updates_run
     assert set(etas) == set(range(41, 81))
     waiting = [step for step, eta in etas.items() if eta == "after the first updates"]
     assert waiting == list(range(41, waiting[-1] + 1)) and 65 < waiting[-1] < 75 and etas[80] == "0min 00s"
-    assert sac.duration(3 * 3600 + 5 * 60 + 9) == "3h 05min" and sac.duration(252) == "4min 12s"
+    assert run_plumbing.duration(3 * 3600 + 5 * 60 + 9) == "3h 05min" and run_plumbing.duration(252) == "4min 12s"
 
 
 def test_start_block_states_device_memory_and_the_cpu_note(tmp_path, capsys):
     for module, args in ((sac, sac.Args(total_timesteps=3000)), (sgqn, sgqn.Args(total_timesteps=3000, num_filters=16))):
         agent = module.make_agent((9, 84, 84), 6, args, torch.device("cpu"))
-        buffer = module.ReplayBuffer(module.buffer_capacity(args, 250), (3, 84, 84), 6, 3, "cpu", 0)
-        module.describe_start(args, torch.device("cpu"), "runs/x", agent, buffer)
+        buffer = module.ReplayBuffer(run_plumbing.buffer_capacity(args, 250), (3, 84, 84), 6, 3, "cpu", 0)
+        run_plumbing.describe_start(module.ALGORITHM, args, torch.device("cpu"), "runs/x", agent, buffer)
     paper, small = capsys.readouterr().out.split("sgqn.py on")
     assert "device: CPU, " in paper and "run folder runs/x" in paper and "11 convs x 32 filters" in paper
     assert "replay buffer: 3014 frames x 21208 bytes = 61.0 MiB (--buffer-size 500000" in paper  # 3000 + 12 episodes + 2
     assert "see README 'Quick look on a laptop'" in paper and "README" not in small
-    assert sac.buffer_capacity(sac.Args(total_timesteps=3000), 125) == 3000 + 3000 // 125 + 2
-    assert sac.buffer_capacity(sac.Args(total_timesteps=3000), None) == 2 * 3000 + 1  # episode length unknown
-    assert sac.buffer_capacity(sac.Args(total_timesteps=10**6), 250) == 500_000
+    assert run_plumbing.buffer_capacity(sac.Args(total_timesteps=3000), 125) == 3000 + 3000 // 125 + 2
+    assert run_plumbing.buffer_capacity(sac.Args(total_timesteps=3000), None) == 2 * 3000 + 1  # episode length unknown
+    assert run_plumbing.buffer_capacity(sac.Args(total_timesteps=10**6), 250) == 500_000
+
+
+class FakeClock:
+    """time.time() for run_plumbing alone: each call moves it on by a second, so that every check of
+    the console and every line takes time, and an evaluation (a check per step) takes far longer than
+    a training step (a few calls)."""
+
+    def __init__(self):
+        self.now = 1_000_000.0
+
+    def time(self):
+        self.now += 1.0
+        return self.now
+
+
+class StampedOutput:
+    """sys.stdout that notes the clock's time of each line written."""
+
+    def __init__(self, clock):
+        self.clock, self.lines = clock, []
+
+    def write(self, text):
+        self.lines += [(self.clock.now, line) for line in text.splitlines() if line]
+
+    def flush(self):
+        pass
+
+
+def test_the_console_is_never_quiet_for_long_and_an_evaluation_does_not_upset_the_eta(toy_envs, monkeypatch):
+    """On run_plumbing's clock (FakeClock): from the start block to the end, no silence longer than
+    QUIET_SECONDS and a step, through the burst and inside each evaluation's episodes (they used to
+    print only between episodes), and the first line after an evaluation shows the training rate (the
+    evaluation's time used to enter the rate: `SPS 0.01 ETA 2h 02min` for a 300-step run)."""
+    clock = FakeClock()
+    monkeypatch.setattr(run_plumbing, "time", types.SimpleNamespace(time=clock.time))
+    monkeypatch.setattr(run_plumbing, "QUIET_SECONDS", 20)
+    out = StampedOutput(clock)
+    monkeypatch.setattr(sys, "stdout", out)
+    sac.main(
+        toy_args(
+            sac,
+            learning_starts=20,
+            total_timesteps=60,
+            eval_freq=30,
+            eval_episodes=3,
+            eval_modes=("train", "color_hard"),
+            console_freq=10,
+        )
+    )
+    monkeypatch.undo()
+    start = next(i for i, (_, line) in enumerate(out.lines) if line.startswith("sac_baseline.py on toy-reach"))
+    times = [t for t, _ in out.lines[start:]]
+    assert max(np.diff(times)) <= 20 + 5, out.lines  # a training step takes a few calls of the clock
+    text = [line for _, line in out.lines]
+    assert any(re.fullmatch(r"evaluating: episode [12]/3, step \d+", line) for line in text), text
+    assert any(re.fullmatch(r"step 20/60  first updates \d+/20, .* to go", line) for line in text), text
+    sps = [(int(m[1]), float(m[2])) for line in text if (m := re.match(r"step (\d+)/60  SPS ([\d.]+)", line))]
+    before = [rate for step, rate in sps if 21 <= step <= 30]
+    after = next(rate for step, rate in sps if step > 30)
+    assert before and after > 0.5 * before[-1], sps
+
+
+def test_a_blocking_call_gets_a_line_every_quiet_seconds(monkeypatch, capsys):
+    """The eval workers' start blocks with no chance to print: Console.waiting prints from a thread."""
+    monkeypatch.setattr(run_plumbing, "QUIET_SECONDS", 0.0)  # at most one line a second
+    with run_plumbing.CONSOLE.waiting("evaluation workers starting (5)"):
+        time.sleep(2.5)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) >= 2, lines  # at 1 s and 2 s (a third if the machine is slow to wake the sleeper)
+    assert all(re.fullmatch(r"evaluation workers starting \(5\): 0min 0[1-3]s so far", line) for line in lines), lines
+
+
+def test_the_console_speaks_before_a_long_step_would_end_past_quiet_seconds(monkeypatch):
+    """Steps of 9 s (a paper-size SGQN update on 2 busy cores): a line at most every 25 s, not one
+    step after 25 s of silence (every 27 s)."""
+    clock = types.SimpleNamespace(now=0.0)
+    monkeypatch.setattr(run_plumbing, "time", types.SimpleNamespace(time=lambda: clock.now))
+    console, printed = run_plumbing.Console(), [0.0]
+    for step in range(1, 40):
+        clock.now = 9.0 * step
+        if console.due():
+            console.print("a line")
+            printed.append(clock.now)
+    assert len(printed) > 10 and max(np.diff(printed)) <= run_plumbing.QUIET_SECONDS

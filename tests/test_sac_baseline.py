@@ -9,10 +9,11 @@ import types
 import numpy as np
 import pytest
 import torch
-from common import ROOT, TINY, read_scalars, toy_envs  # noqa: F401 (fixture)
-
-import sac_baseline as sac
 import toy_task
+from common import ROOT, TINY, read_scalars
+
+import run_plumbing
+import sac_baseline as sac
 
 
 def tiny_args(**overrides):
@@ -88,6 +89,7 @@ def test_td_target_hand_made_batch():
 def test_td_target_averages_each_transition_over_its_shifted_copies():
     """K = M = 2 (DrQ eq. 3): row c * B + i is copy c of transition i; each row's target is the mean
     of its transition's two targets, one per copy."""
+
     class FixedActor:
         def sample(self, features):
             return torch.zeros(4, 1), torch.tensor([[-1.0], [2.0], [1.0], [0.0]])
@@ -95,7 +97,10 @@ def test_td_target_averages_each_transition_over_its_shifted_copies():
     agent = types.SimpleNamespace(
         actor=FixedActor(),
         critic=types.SimpleNamespace(conv=lambda obs: obs),
-        critic_target=lambda obs, action: (torch.tensor([[3.0], [5.0], [7.0], [2.0]]), torch.tensor([[4.0], [1.0], [6.0], [3.0]])),
+        critic_target=lambda obs, action: (
+            torch.tensor([[3.0], [5.0], [7.0], [2.0]]),
+            torch.tensor([[4.0], [1.0], [6.0], [3.0]]),
+        ),
         log_alpha=torch.tensor(math.log(0.5)),
     )
     reward, not_done = torch.tensor([[1.0], [2.0], [1.0], [2.0]]), torch.tensor([[1.0], [0.0], [1.0], [0.0]])
@@ -103,8 +108,9 @@ def test_td_target_averages_each_transition_over_its_shifted_copies():
     # Transition 0: copy 0 gives 1 + 0.9 * (min(3, 4) - 0.5 * -1) = 4.15, copy 1 gives
     # 1 + 0.9 * (min(7, 6) - 0.5 * 1) = 5.95; the mean is 5.05. Transition 1 ends: 2 from both.
     torch.testing.assert_close(target, torch.tensor([[5.05], [2.0], [5.05], [2.0]]))
-    torch.testing.assert_close(sac.td_target(agent, reward, torch.zeros(4, 1), not_done, 0.9),
-                               torch.tensor([[4.15], [2.0], [5.95], [2.0]]))  # one copy: no averaging
+    torch.testing.assert_close(
+        sac.td_target(agent, reward, torch.zeros(4, 1), not_done, 0.9), torch.tensor([[4.15], [2.0], [5.95], [2.0]])
+    )  # one copy: no averaging
 
 
 def test_soft_update_uses_two_taus():
@@ -131,7 +137,9 @@ def test_random_shift_is_an_integer_crop_of_the_padded_image():
     padded = torch.nn.functional.pad(obs, (4, 4, 4, 4), mode="replicate")
     shifts = []
     for i in range(len(obs)):
-        matches = [(dy, dx) for dy in range(9) for dx in range(9) if torch.equal(out[i], padded[i, :, dy:dy + 20, dx:dx + 20])]
+        matches = [
+            (dy, dx) for dy in range(9) for dx in range(9) if torch.equal(out[i], padded[i, :, dy : dy + 20, dx : dx + 20])
+        ]
         assert len(matches) == 1, f"sample {i} is not an exact crop"
         shifts.append(matches[0])
     assert len(set(shifts)) > 10  # independent per sample
@@ -140,16 +148,28 @@ def test_random_shift_is_an_integer_crop_of_the_padded_image():
 
 def test_shifted_copies_repeat_the_batch_with_a_shift_per_row():
     torch.manual_seed(0)
-    batch = (torch.randint(0, 256, (16, 9, 20, 20)).float(), torch.rand(16, 2), torch.rand(16, 1),
-             torch.randint(0, 256, (16, 9, 20, 20)).float(), torch.rand(16, 1).round())
+    batch = (
+        torch.randint(0, 256, (16, 9, 20, 20)).float(),
+        torch.rand(16, 2),
+        torch.rand(16, 1),
+        torch.randint(0, 256, (16, 9, 20, 20)).float(),
+        torch.rand(16, 1).round(),
+    )
     obs, action, reward, next_obs, not_done = sac.shifted_copies(batch, 2)
     assert obs.shape == next_obs.shape == (32, 9, 20, 20)
     for copied, original in ((action, batch[1]), (reward, batch[2]), (not_done, batch[4])):
         assert torch.equal(copied, torch.cat([original, original]))  # copy after copy
     for shifted, original in ((obs, batch[0]), (next_obs, batch[3])):
         padded = torch.nn.functional.pad(original, (4, 4, 4, 4), mode="replicate")
-        shifts = [[(dy, dx) for dy in range(9) for dx in range(9) if torch.equal(shifted[row], padded[row % 16, :, dy:dy + 20, dx:dx + 20])]
-                  for row in range(32)]
+        shifts = [
+            [
+                (dy, dx)
+                for dy in range(9)
+                for dx in range(9)
+                if torch.equal(shifted[row], padded[row % 16, :, dy : dy + 20, dx : dx + 20])
+            ]
+            for row in range(32)
+        ]
         assert all(len(found) == 1 for found in shifts)  # each row an exact crop of its transition
         assert sum(shifts[i] != shifts[16 + i] for i in range(16)) > 12  # the two copies shifted independently
     assert sac.shifted_copies(batch, 1)[1] is batch[1]  # one copy: nothing repeated
@@ -195,7 +215,7 @@ def test_buffer_rebuilds_the_env_stacks_across_episodes(capacity):
 def test_buffer_stores_each_frame_once_and_samples_reproducibly():
     buffer = sac.ReplayBuffer(1000, (3, 84, 84), 6, 3, "cpu", 0)
     assert buffer.frames.nbytes == 1000 * 3 * 84 * 84
-    assert 3 * 84 * 84 <= buffer.bytes_per_frame < 21_300  # ~21 KB per transition, not 9 or 18 channels
+    assert 3 * 84 * 84 <= run_plumbing.bytes_per_frame(buffer) < 21_300  # ~21 KB per transition, not 9 or 18 channels
     a, _ = collect("toy-reach", 120, seed=3)
     b, _ = collect("toy-reach", 120, seed=3)
     for x, y in zip(a.sample(32), b.sample(32)):
@@ -311,7 +331,9 @@ def test_speed_flags_keep_the_maths():
     dtype, weight, fp32 = losses(channels_last=False)
     _, _, compiled = losses(compile=True)
     bf_dtype, _, bf16 = losses(bf16=True)
-    assert cl_weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous(memory_format=torch.channels_last)
+    assert cl_weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous(
+        memory_format=torch.channels_last
+    )
     np.testing.assert_allclose(channels_last, fp32, rtol=1e-4)
     np.testing.assert_allclose(compiled, channels_last, rtol=1e-4)
     assert dtype == cl_dtype == torch.float32 and bf_dtype == torch.bfloat16
@@ -325,15 +347,34 @@ def test_speed_flags_keep_the_maths():
 
 # ------------------------------------------------------------------------------ end to end
 def test_train_checkpoint_evaluate_resume(toy_envs, capsys):
-    args = tiny_args(env_id="toy-reach", total_timesteps=240, learning_starts=100, eval_freq=120, eval_episodes=2,
-                     eval_modes=("train", "video_hard"), save_freq=120, log_freq=20, console_freq=120, buffer_size=1000,
-                     save_buffer=True)
+    args = tiny_args(
+        env_id="toy-reach",
+        total_timesteps=240,
+        learning_starts=100,
+        eval_freq=120,
+        eval_episodes=2,
+        eval_modes=("train", "video_hard"),
+        save_freq=120,
+        log_freq=20,
+        console_freq=120,
+        buffer_size=1000,
+        save_buffer=True,
+    )
     run_dir = sac.main(args)
     checkpoint = os.path.join(run_dir, "checkpoint.pt")
     scalars = read_scalars(run_dir)
-    for tag in ("charts/episodic_return", "charts/SPS", "charts/frames", "losses/qf1_loss", "losses/qf2_loss",
-                "losses/actor_loss", "losses/alpha", "losses/alpha_loss", "eval/train/episodic_return",
-                "eval/video_hard/episodic_return"):
+    for tag in (
+        "charts/episodic_return",
+        "charts/SPS",
+        "charts/frames",
+        "losses/qf1_loss",
+        "losses/qf2_loss",
+        "losses/actor_loss",
+        "losses/alpha",
+        "losses/alpha_loss",
+        "eval/train/episodic_return",
+        "eval/video_hard/episodic_return",
+    ):
         assert tag in scalars, tag
     assert [s for s, _ in scalars["eval/train/episodic_return"]] == [120, 240]
     state = torch.load(checkpoint, weights_only=False)
@@ -342,7 +383,9 @@ def test_train_checkpoint_evaluate_resume(toy_envs, capsys):
     out = capsys.readouterr().out
     assert "step 240/240" in out and "replay buffer: 246 frames" in out  # 240 steps + 5 episode starts + 1 spare
 
-    returns = sac.main(tiny_args(env_id="toy-reach", eval_checkpoint=checkpoint, eval_episodes=3, eval_modes=("train", "color_hard")))
+    returns = sac.main(
+        tiny_args(env_id="toy-reach", eval_checkpoint=checkpoint, eval_episodes=3, eval_modes=("train", "color_hard"))
+    )
     assert set(returns) == {"train", "color_hard"} and len(returns["train"]) == 3
     assert "+-" in capsys.readouterr().out
 
@@ -361,10 +404,22 @@ def test_bf16_burst_trains_the_current_weights(toy_envs):
     on, every forward pass of the burst used the bf16 weights of its first update while Adam moved
     the fp32 ones, and the critic diverged (Q ~ 1e7 on cartpole-swingup at 10k frames). Trained in
     bf16, the burst must end near where the same burst in fp32 ends (same seed, same batches)."""
+
     def critic_after_burst(bf16):
-        run_dir = sac.main(tiny_args(env_id="toy-reach", seed=2, learning_starts=150, total_timesteps=151, eval_freq=1000,
-                                     eval_episodes=1, eval_modes=("train",), buffer_size=500, bf16=bf16,
-                                     run_name=f"burst_bf16_{bf16}"))
+        run_dir = sac.main(
+            tiny_args(
+                env_id="toy-reach",
+                seed=2,
+                learning_starts=150,
+                total_timesteps=151,
+                eval_freq=1000,
+                eval_episodes=1,
+                eval_modes=("train",),
+                buffer_size=500,
+                bf16=bf16,
+                run_name=f"burst_bf16_{bf16}",
+            )
+        )
         critic = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)["agent"]["critic"]
         return torch.cat([value.flatten() for value in critic.values()])
 
@@ -375,13 +430,13 @@ def test_bf16_burst_trains_the_current_weights(toy_envs):
 
 def test_batched_evaluation_equals_a_direct_rollout_per_mode(toy_envs):
     """The modes' envs run in worker processes and step together: each mode's returns must be
-    those of its own env, seeded as make_eval_envs seeds it, stepped alone."""
+    those of its own env, seeded as run_plumbing.make_eval_envs seeds it, stepped alone."""
     torch.manual_seed(0)
-    args = tiny_args(env_id="toy-reach_distract", eval_modes=("train", "color_hard", "video_easy"), seed=5)
+    args = tiny_args(env_id="toy-reach_distract", eval_modes=("train", "color_hard", "video_easy"), eval_episodes=2, seed=5)
     agent = sac.make_agent((9, 32, 32), 2, args, "cpu")
     seed = np.random.SeedSequence(5)
-    eval_envs = sac.make_eval_envs(args, seed)
-    returns, first_obs = sac.evaluate(agent, eval_envs, args.eval_modes, 2, "cpu")
+    eval_envs = run_plumbing.make_eval_envs(args, seed)
+    returns, first_obs = sac.evaluate(agent, eval_envs, args, "cpu")
     eval_envs.close()
     for i, mode in enumerate(args.eval_modes):
         env, expected = toy_task.make_toy_env(args.env_id, int(seed.generate_state(3)[i]), mode), []
@@ -405,8 +460,17 @@ def test_checkpoint_errors_are_one_line(toy_envs, tmp_path):
         sac.main(tiny_args(env_id="toy-reach", eval_checkpoint=str(bad)))
     with pytest.raises(sac.envs.ConfigError, match="checkpoint not found"):
         sac.main(tiny_args(env_id="toy-reach", resume=str(tmp_path / "missing.pt")))
-    run_dir = sac.main(tiny_args(env_id="toy-reach", total_timesteps=20, learning_starts=10, eval_freq=20, eval_episodes=1,
-                                 eval_modes=("train",), buffer_size=100))
+    run_dir = sac.main(
+        tiny_args(
+            env_id="toy-reach",
+            total_timesteps=20,
+            learning_starts=10,
+            eval_freq=20,
+            eval_episodes=1,
+            eval_modes=("train",),
+            buffer_size=100,
+        )
+    )
     checkpoint = os.path.join(run_dir, "checkpoint.pt")
     with pytest.raises(sac.envs.ConfigError, match=r"--env-id toy-reach_distract \(checkpoint: toy-reach\): contradicts"):
         sac.main(tiny_args(env_id="toy-reach_distract", eval_checkpoint=checkpoint, eval_modes=("train",)))
@@ -414,17 +478,27 @@ def test_checkpoint_errors_are_one_line(toy_envs, tmp_path):
         sac.main(tiny_args(env_id="toy-reach", num_filters=4, eval_checkpoint=checkpoint, eval_modes=("train",)))
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--env-id", "nope-nope"], "nope-nope"),
-    (["--eval-modes", "train", "fog"], "fog"),
-    (["--eval-checkpoint", "missing.pt", "--eval-modes", "train"], "missing.pt"),
-    (["--video-hard-dir", "/no/such/folder"], "/no/such/folder"),
-    (["--shift-copies", "2"], "--shift-copies 2 needs --augmentation shift"),
-    (["--augmentation", "shift", "--shift-copies", "0"], "--shift-copies 0: must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--env-id", "nope-nope"], "nope-nope"),
+        (["--eval-modes", "train", "fog"], "fog"),
+        (["--eval-checkpoint", "missing.pt", "--eval-modes", "train"], "missing.pt"),
+        (["--video-hard-dir", "/no/such/folder"], "/no/such/folder"),
+        (["--shift-copies", "2"], "--shift-copies 2 needs --augmentation shift"),
+        (["--augmentation", "shift", "--shift-copies", "0"], "--shift-copies 0: must be at least 1"),
+        (["--total-timestep", "5"], "unrecognized --total-timestep 5 (did you mean --total-timesteps?)"),  # a typo
+        (["--augmentation", "flip"], "invalid choice 'flip' for argument '--augmentation'"),
+    ],
+)
 def test_cli_bad_input_is_one_line(flags, message, tmp_path):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "sac_baseline.py"), *flags],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "sac_baseline.py"), *flags],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
@@ -433,9 +507,22 @@ def test_cli_bad_input_is_one_line(flags, message, tmp_path):
 # ------------------------------------------------------------------------------- learning
 def test_learns_the_toy_task_better_than_random(toy_envs):
     """A broken loss does not get here: SAC from pixels must clearly beat random actions."""
-    args = tiny_args(env_id="toy-reach", seed=0, augmentation="shift", total_timesteps=4000, learning_starts=200,
-                     num_filters=16, projection_dim=32, hidden_dim=128, batch_size=64, eval_freq=4000,
-                     eval_episodes=10, eval_modes=("train",), buffer_size=5000, console_freq=500)
+    args = tiny_args(
+        env_id="toy-reach",
+        seed=0,
+        augmentation="shift",
+        total_timesteps=4000,
+        learning_starts=200,
+        num_filters=16,
+        projection_dim=32,
+        hidden_dim=128,
+        batch_size=64,
+        eval_freq=4000,
+        eval_episodes=10,
+        eval_modes=("train",),
+        buffer_size=5000,
+        console_freq=500,
+    )
     run_dir = sac.main(args)
     trained = read_scalars(run_dir)["eval/train/episodic_return"][-1][1]
     env, rng, random_returns = toy_task.make_toy_env("toy-reach", 1), np.random.default_rng(0), []

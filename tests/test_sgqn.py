@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from common import TINY, read_scalars, toy_envs  # noqa: F401 (fixture)
+import toy_task
+from common import TINY, read_scalars
 
 import sac_baseline as sac
 import sgqn
-import toy_task
 
 
 def tiny_args(**overrides):
@@ -125,7 +125,7 @@ def test_saliency_mask_matches_a_direct_quantile_and_keeps_1_minus_rho(quantile)
     a = attribution.numpy()
     for i in range(5):
         for f in range(3):
-            per_pixel = np.abs(a[i, 3 * f:3 * f + 3]).max(axis=0)
+            per_pixel = np.abs(a[i, 3 * f : 3 * f + 3]).max(axis=0)
             expected = per_pixel >= np.quantile(per_pixel, quantile)  # numpy's default is linear too
             for c in range(3):
                 np.testing.assert_array_equal(mask[i, 3 * f + c].numpy(), expected)
@@ -225,11 +225,18 @@ def test_aux_loss_is_bce_with_logits_against_the_post_update_mask():
     expected = -(target * torch.log(p) + (1 - target) * torch.log(1 - p)).mean()
     metrics = sgqn.update_aux(agent, obs, action, images, args)
     torch.testing.assert_close(metrics["losses/aux_loss"], expected, rtol=1e-4, atol=1e-6)
-    assert metrics.keys() >= {"saliency/mask_iou", "saliency/mask_balanced_accuracy", "saliency/mask_precision", "saliency/mask_recall"}
+    assert metrics.keys() >= {
+        "saliency/mask_iou",
+        "saliency/mask_balanced_accuracy",
+        "saliency/mask_precision",
+        "saliency/mask_recall",
+    }
     assert all(0 <= v <= 1 for k, v in metrics.items() if k.startswith("saliency/"))
     # Hand-made case: logits of +-20 in agreement with the mask -> ~0 loss; zero logits -> log 2.
     assert F.binary_cross_entropy_with_logits(40 * target - 20, target) < 1e-8
-    assert torch.isclose(F.binary_cross_entropy_with_logits(torch.zeros_like(target), target), torch.tensor(np.log(2.0), dtype=torch.float32))
+    assert torch.isclose(
+        F.binary_cross_entropy_with_logits(torch.zeros_like(target), target), torch.tensor(np.log(2.0), dtype=torch.float32)
+    )
 
 
 def test_mask_metrics_score_an_empty_prediction_poorly():
@@ -240,8 +247,10 @@ def test_mask_metrics_score_an_empty_prediction_poorly():
     empty, full, perfect = torch.zeros_like(target), torch.ones_like(target), target.clone()
     half = target.clone()
     half[:, :, :2] = False  # the first two of the four salient rows missed; nothing wrong added
-    scores = {name: {k.split("/mask_")[1]: v.item() for k, v in sgqn.mask_metrics(pred, target).items()}
-              for name, pred in (("empty", empty), ("full", full), ("perfect", perfect), ("half", half))}
+    scores = {
+        name: {k.split("/mask_")[1]: v.item() for k, v in sgqn.mask_metrics(pred, target).items()}
+        for name, pred in (("empty", empty), ("full", full), ("perfect", perfect), ("half", half))
+    }
     assert (empty == target).float().mean() > 0.98  # what plain accuracy would have said
     assert scores["empty"] == {"balanced_accuracy": 0.5, "precision": 0.0, "recall": 0.0, "iou": 0.0}
     assert scores["full"]["balanced_accuracy"] == 0.5 and scores["full"]["recall"] == 1.0
@@ -252,7 +261,12 @@ def test_mask_metrics_score_an_empty_prediction_poorly():
 
 
 def test_domain_quantiles():
-    assert sgqn.domain_quantile("walker-walk") == sgqn.domain_quantile("cheetah-run") == sgqn.domain_quantile("finger-spin") == 0.95
+    assert (
+        sgqn.domain_quantile("walker-walk")
+        == sgqn.domain_quantile("cheetah-run")
+        == sgqn.domain_quantile("finger-spin")
+        == 0.95
+    )
     assert sgqn.domain_quantile("cartpole-swingup") == sgqn.domain_quantile("ball_in_cup-catch") == 0.98
 
 
@@ -264,6 +278,7 @@ def test_update_order_and_attribution_passes(monkeypatch):
         def wrapped(*a, **k):
             calls.append(name)
             return fn(*a, **k)
+
         return wrapped
 
     for name in ("update_critic", "update_actor_and_alpha", "update_target", "update_aux", "guided_backprop"):
@@ -271,7 +286,13 @@ def test_update_order_and_attribution_passes(monkeypatch):
     torch.manual_seed(0)
     args = tiny_args()
     agent = sgqn.make_agent((9, 32, 32), 2, args, "cpu")
-    batch = (torch.rand(8, 9, 32, 32) * 255, torch.rand(8, 2), torch.rand(8, 1), torch.rand(8, 9, 32, 32) * 255, torch.ones(8, 1))
+    batch = (
+        torch.rand(8, 9, 32, 32) * 255,
+        torch.rand(8, 2),
+        torch.rand(8, 1),
+        torch.rand(8, 9, 32, 32) * 255,
+        torch.ones(8, 1),
+    )
     per_step = []
     for step in range(4):
         calls.clear()
@@ -291,13 +312,20 @@ def test_two_shift_copies_reach_the_critic_and_one_reaches_the_actor_and_predict
         def wrapped(agent, obs, *a, **k):
             rows[name] = len(obs)
             return fn(agent, obs, *a, **k)
+
         return wrapped
 
     for name in ("update_critic", "update_actor_and_alpha", "update_aux", "masked_observation"):
         monkeypatch.setattr(sgqn, name, record(name, getattr(sgqn, name)))
     torch.manual_seed(0)
     agent = sgqn.make_agent((9, 32, 32), 2, tiny_args(), "cpu")
-    batch = (torch.rand(8, 9, 32, 32) * 255, torch.rand(8, 2), torch.rand(8, 1), torch.rand(8, 9, 32, 32) * 255, torch.ones(8, 1))
+    batch = (
+        torch.rand(8, 9, 32, 32) * 255,
+        torch.rand(8, 2),
+        torch.rand(8, 1),
+        torch.rand(8, 9, 32, 32) * 255,
+        torch.ones(8, 1),
+    )
     sgqn.update(agent, batch, 0, tiny_args(shift_copies=2), -2.0, torch.rand(8, 3, 32, 32) * 255)
     assert rows == {"update_critic": 16, "masked_observation": 16, "update_actor_and_alpha": 8, "update_aux": 8}
 
@@ -306,7 +334,13 @@ def test_returned_losses_hold_no_graph():
     torch.manual_seed(0)
     args = tiny_args()
     agent = sgqn.make_agent((9, 32, 32), 2, args, "cpu")
-    batch = (torch.rand(8, 9, 32, 32) * 255, torch.rand(8, 2), torch.rand(8, 1), torch.rand(8, 9, 32, 32) * 255, torch.ones(8, 1))
+    batch = (
+        torch.rand(8, 9, 32, 32) * 255,
+        torch.rand(8, 2),
+        torch.rand(8, 1),
+        torch.rand(8, 9, 32, 32) * 255,
+        torch.ones(8, 1),
+    )
     metrics = sgqn.update(agent, batch, 0, args, -2.0, torch.rand(8, 3, 32, 32) * 255)  # every part runs at step 0
     assert {"losses/actor_loss", "losses/alpha_loss", "losses/aux_loss", "losses/consistency_loss"} <= metrics.keys()
     assert all(not value.requires_grad and value.grad_fn is None for value in metrics.values())
@@ -315,6 +349,7 @@ def test_returned_losses_hold_no_graph():
 def test_compile_and_memory_layout_keep_the_maths():
     """--compile (guided backprop's hooks included) and --no-channels-last give the default's
     losses, consistency and aux terms included, over a few updates."""
+
     def losses(**flags):
         torch.manual_seed(0)
         args = tiny_args(**flags)
@@ -322,8 +357,13 @@ def test_compile_and_memory_layout_keep_the_maths():
         gen = torch.Generator().manual_seed(1)
         out = []
         for step in range(3):
-            batch = (torch.rand(8, 9, 32, 32, generator=gen) * 255, torch.rand(8, 2, generator=gen) * 2 - 1,
-                     torch.rand(8, 1, generator=gen), torch.rand(8, 9, 32, 32, generator=gen) * 255, torch.ones(8, 1))
+            batch = (
+                torch.rand(8, 9, 32, 32, generator=gen) * 255,
+                torch.rand(8, 2, generator=gen) * 2 - 1,
+                torch.rand(8, 1, generator=gen),
+                torch.rand(8, 9, 32, 32, generator=gen) * 255,
+                torch.ones(8, 1),
+            )
             metrics = sgqn.update(agent, batch, step, args, -2.0, torch.rand(8, 3, 32, 32, generator=gen) * 255)
             out += [metrics[k].item() for k in ("losses/qf1_loss", "losses/consistency_loss")]
             out += [metrics["losses/aux_loss"].item()] if step % 2 == 0 else []
@@ -355,8 +395,19 @@ def test_without_its_two_terms_sgqn_trains_exactly_like_sac_with_shift(toy_envs,
     """Same losses, same networks, and the same evaluation episodes (paired: the same seed gives both
     scripts the same eval envs; SGQN's saliency pictures take no extra reset of them); with DrQ's
     K = M = 2 too."""
-    common = dict(TINY, env_id="toy-reach_distract", seed=3, total_timesteps=160, learning_starts=60, eval_freq=80,
-                  eval_episodes=2, eval_modes=("train", "video_hard"), log_freq=1, buffer_size=500, shift_copies=shift_copies)
+    common = dict(
+        TINY,
+        env_id="toy-reach_distract",
+        seed=3,
+        total_timesteps=160,
+        learning_starts=60,
+        eval_freq=80,
+        eval_episodes=2,
+        eval_modes=("train", "video_hard"),
+        log_freq=1,
+        buffer_size=500,
+        shift_copies=shift_copies,
+    )
     sac_dir = sac.main(sac.Args(**common, augmentation="shift"))
     sgqn_dir = sgqn.main(sgqn.Args(**common, consistency_weight=0.0, aux_update_freq=0, critic_weight_decay=0.0))
     sac_scalars, sgqn_scalars = read_scalars(sac_dir), read_scalars(sgqn_dir)
@@ -379,10 +430,22 @@ def test_without_its_two_terms_sgqn_trains_exactly_like_sac_with_shift(toy_envs,
 def test_bf16_burst_trains_the_current_weights(toy_envs):
     """As in test_sac_baseline: the first-updates burst in bf16 (critic, actor and aux steps in one
     autocast context, no weight cache) must end near the same burst in fp32."""
+
     def critic_after_burst(bf16):
-        run_dir = sgqn.main(tiny_args(env_id="toy-reach_distract", seed=2, learning_starts=100, total_timesteps=101,
-                                      eval_freq=1000, eval_episodes=1, eval_modes=("train",), buffer_size=500, bf16=bf16,
-                                      run_name=f"burst_bf16_{bf16}"))
+        run_dir = sgqn.main(
+            tiny_args(
+                env_id="toy-reach_distract",
+                seed=2,
+                learning_starts=100,
+                total_timesteps=101,
+                eval_freq=1000,
+                eval_episodes=1,
+                eval_modes=("train",),
+                buffer_size=500,
+                bf16=bf16,
+                run_name=f"burst_bf16_{bf16}",
+            )
+        )
         critic = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)["agent"]["critic"]
         return torch.cat([value.flatten() for value in critic.values()])
 
@@ -399,13 +462,30 @@ def read_evaluations(run_dir):
 def test_sgqn_end_to_end_logs_saliency_checkpoints_and_resumes(toy_envs):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    args = tiny_args(env_id="toy-reach_distract", total_timesteps=120, learning_starts=60, eval_freq=60, eval_episodes=1,
-                     eval_modes=("train", "video_hard"), save_freq=60, log_freq=10, buffer_size=500, capture_video=True,
-                     save_buffer=True)
+    args = tiny_args(
+        env_id="toy-reach_distract",
+        total_timesteps=120,
+        learning_starts=60,
+        eval_freq=60,
+        eval_episodes=1,
+        eval_modes=("train", "video_hard"),
+        save_freq=60,
+        log_freq=10,
+        buffer_size=500,
+        capture_video=True,
+        save_buffer=True,
+    )
     run_dir = sgqn.main(args)
     scalars = read_scalars(run_dir)
-    for tag in ("losses/consistency_loss", "losses/aux_loss", "saliency/mask_iou", "saliency/mask_balanced_accuracy",
-                "losses/qf1_loss", "losses/actor_loss", "eval/video_hard/episodic_return"):
+    for tag in (
+        "losses/consistency_loss",
+        "losses/aux_loss",
+        "saliency/mask_iou",
+        "saliency/mask_balanced_accuracy",
+        "losses/qf1_loss",
+        "losses/actor_loss",
+        "eval/video_hard/episodic_return",
+    ):
         assert tag in scalars, tag
     acc = EventAccumulator(run_dir, size_guidance={"images": 0})
     acc.Reload()
@@ -414,6 +494,7 @@ def test_sgqn_end_to_end_logs_saliency_checkpoints_and_resumes(toy_envs):
     videos = sorted(os.listdir(os.path.join(run_dir, "videos")))
     assert videos == ["train_step120.mp4", "train_step60.mp4", "video_hard_step120.mp4", "video_hard_step60.mp4"]
     import imageio.v2 as imageio
+
     frame = imageio.get_reader(os.path.join(run_dir, "videos", videos[0])).get_data(0)
     assert frame.shape[:2] == (4 * 32, 4 * 64)  # frame | saliency overlay, upscaled x4
 

@@ -1,5 +1,7 @@
-"""The two scripts repeat their common code on purpose (each reads alone): hold it identical."""
+"""The two scripts repeat their common code on purpose (each reads alone): hold it identical. Their run
+plumbing is one module, run_plumbing.py, which imports neither script; the scripts never import each other."""
 
+import ast
 import dataclasses
 import difflib
 import inspect
@@ -8,18 +10,19 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+import run_plumbing
 import sac_baseline as sac
 import sgqn
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = [
-    "weight_init", "ConvStack", "conv_output_size", "projection", "mlp", "Critic", "Actor",
-    "squashed_gaussian_log_prob", "ReplayBuffer", "random_shift", "td_target", "update_actor_and_alpha",
-    "soft_update", "update_target", "policy_action", "evaluate", "write_video", "results_table",
-    "shifted_copies", "save_checkpoint", "load_checkpoint", "restore", "as_flag", "merged_args", "checked_args", "read_args", "write_json",
-    "open_evaluations", "write_evaluation", "Interrupted", "stop_signals", "duration", "progress_line", "describe_start",
-    "buffer_capacity", "keep_freed_memory", "make_eval_envs",
-]
+    "weight_init", "ConvStack", "conv_output_size", "check_network_args", "projection", "mlp", "Critic", "Actor",
+    "squashed_gaussian_log_prob", "ReplayBuffer", "random_shift", "shifted_copies", "td_target",
+    "update_actor_and_alpha", "soft_update", "update_target", "policy_action", "evaluate",
+    "saliency_mask", "domain_quantile", "saliency_on_agent",
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", SHARED)
@@ -28,9 +31,11 @@ def test_repeated_code_is_identical(name):
 
 
 def test_shared_constants_and_arguments():
-    for name in ("LOG_STD_MIN", "LOG_STD_MAX", "QUIET_SECONDS", "POSITIVE", "EVALUATION_COLUMNS"):
+    for name in ("LOG_STD_MIN", "LOG_STD_MAX", "SALIENCY_EVERY"):
         assert getattr(sac, name) == getattr(sgqn, name), name
-    assert sgqn.RESUMABLE == (*sac.RESUMABLE, "overlay_dir")
+    assert sac.SCRIPT == run_plumbing.Script("sac_baseline", sac.Args, run_plumbing.RESUMABLE, (sac.check_network_args,))
+    assert sgqn.SCRIPT.resumable == (*run_plumbing.RESUMABLE, "overlay_dir")
+    assert sgqn.SCRIPT.checks == (sgqn.check_network_args, sgqn.check_sgqn_args)
     sac_fields = {f.name: f for f in dataclasses.fields(sac.Args)}
     sgqn_fields = {f.name: f for f in dataclasses.fields(sgqn.Args)}
     assert set(sac_fields) <= set(sgqn_fields)
@@ -42,16 +47,49 @@ def test_training_loops_differ_only_by_sgqn_lines():
     """main() of sgqn.py is main() of sac_baseline.py plus lines; none of the baseline's is changed."""
     sac_lines = inspect.getsource(sac.main).splitlines()
     matcher = difflib.SequenceMatcher(None, sac_lines, inspect.getsource(sgqn.main).splitlines(), autojunk=False)
-    changed = [line.strip() for op, i1, i2, _, _ in matcher.get_opcodes() if op in ("replace", "delete") for line in sac_lines[i1:i2]]
+    changed = [
+        line.strip() for op, i1, i2, _, _ in matcher.get_opcodes() if op in ("replace", "delete") for line in sac_lines[i1:i2]
+    ]
     assert changed == [
-        "returns, _ = evaluate(agent, eval_envs, args.eval_modes, args.eval_episodes, device, video_dir, global_step, stop)",
-        "metrics |= update(agent, buffer.sample(args.batch_size), global_step, args, target_entropy)"]
+        "returns, _, saliency = evaluate(agent, eval_envs, args, device, domain_quantile(args.env_id), stop=stop)",
+        "returns, _, saliency = evaluate(agent, eval_envs, args, device, domain_quantile(args.env_id), run.video_dir, global_step, stop)",
+        "metrics |= update(agent, buffer.sample(args.batch_size), global_step, args, target_entropy)",
+    ]
+
+
+def test_the_baselines_guided_backprop_is_sgqns():
+    """sac_baseline.py's guided_backprop (for measuring where its critic looks) is sgqn.py's without
+    the Q values that SGQN's critic loss reuses: the same attribution, and no parameter gradient."""
+    torch.manual_seed(0)
+    critic = sgqn.Critic((9, 32, 32), 2, num_conv_layers=2, num_filters=8, projection_dim=16, hidden_dim=32)
+    obs, action = torch.rand(4, 9, 32, 32) * 255, torch.rand(4, 2) * 2 - 1
+    ours = sac.guided_backprop(critic, obs, action)
+    assert torch.equal(ours, sgqn.guided_backprop(critic, obs, action))
+    assert ours.abs().sum() > 0 and all(p.grad is None for p in critic.parameters())
+    plain = torch.autograd.grad(critic(obs.requires_grad_(True), action)[0].sum(), obs)[0]
+    assert not torch.allclose(ours, plain)  # the ReLU clamps change it: not the plain gradient
+
+
+def imported_modules(path):
+    tree = ast.parse(open(os.path.join(ROOT, path)).read())
+    names = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    return {name.split(".")[0] for name in names} | {
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+    }
+
+
+def test_the_scripts_and_their_plumbing_import_each_other_only_one_way():
+    assert not {"sgqn", "sac_baseline"} & imported_modules("run_plumbing.py")
+    assert "sac_baseline" not in imported_modules("sgqn.py") and "sgqn" not in imported_modules("sac_baseline.py")
+    assert {"envs", "run_plumbing"} <= imported_modules("sgqn.py") & imported_modules("sac_baseline.py")
+    # The plumbing is reached through run_plumbing, not through a script (no second copy of it there).
+    assert not {"save_checkpoint", "checked_args", "Interrupted", "make_eval_envs", "keep_freed_memory"} & set(vars(sgqn))
 
 
 FAULT_PROBE = """
 import resource, sys, torch
-import sac_baseline
-kept = sac_baseline.keep_freed_memory() if sys.argv[1] == "keep" else None
+import run_plumbing
+kept = run_plumbing.keep_freed_memory() if sys.argv[1] == "keep" else None
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for i in range(12):
@@ -67,8 +105,9 @@ def test_keep_freed_memory_stops_page_faults_on_reallocation(mode):
     """After keep_freed_memory(), a freed 64 MiB block is reused: once the heap has grown, six
     reallocations cost (almost) no fresh zeroed pages. With glibc's defaults each one faults all
     16k pages in again."""
-    out = subprocess.run([sys.executable, "-c", FAULT_PROBE, mode], capture_output=True, text=True, check=True,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", FAULT_PROBE, mode], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.split()
     pages_per_block = 64 * 2**20 // 4096
     if mode == "keep":
         assert out[0] == "True"

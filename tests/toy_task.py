@@ -27,6 +27,7 @@ Step time at 32x32 (slow shared CPU): ~35-60 us toy-reach, ~70-110 us distract,
 
 Usage: ``monkeypatch.setattr(envs, "make_env", make_toy_env)``.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,46 +48,47 @@ class ToyReachEnv(gym.Env):
 
     def __init__(self, distract: bool, seed: int, mode: str = "train", frame_stack: int = 3, image_size: int = 32):
         self.distract, self.mode, self.fs, self.size = distract, mode, frame_stack, image_size
-        self.sq = max(2, image_size // 8)                  # side of agent / target squares
-        self.speed = 0.1 * image_size                      # max pixels per axis per step
-        self.scale = image_size / 8.0                      # reward length scale
+        self.sq = max(2, image_size // 8)  # side of agent / target squares
+        self.speed = 0.1 * image_size  # max pixels per axis per step
+        self.scale = image_size / 8.0  # reward length scale
         self.max_episode_steps = EPISODE_LEN
         self.observation_space = gym.spaces.Box(0, 255, (3 * frame_stack, image_size, image_size), np.uint8)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
-        self._ar = np.arange(image_size, dtype=np.float32)   # pixel coordinates
+        self._ar = np.arange(image_size, dtype=np.float32)  # pixel coordinates
         self._rng = np.random.default_rng(seed)
         self._frames = np.zeros((frame_stack, 3, image_size, image_size), np.uint8)
         self._bg_label = np.zeros((image_size, image_size), np.intp)
 
     # ----------------------------------------------------------------- helpers
-    def _colors(self, n, lo=20, hi=236):                   # never pure red / green
+    def _colors(self, n, lo=20, hi=236):  # never pure red / green
         return self._rng.integers(lo, hi, (n, 3)).astype(np.uint8)
 
-    def _new_discs(self, n, rmin, rmax, vmax):             # (n, 5): x, y, vx, vy, radius
+    def _new_discs(self, n, rmin, rmax, vmax):  # (n, 5): x, y, vx, vy, radius
         S, rng = self.size, self._rng
-        return np.concatenate([rng.uniform(0, S, (n, 2)), rng.uniform(-vmax, vmax, (n, 2)) * S,
-                               rng.uniform(rmin, rmax, (n, 1)) * S], axis=1)
+        return np.concatenate(
+            [rng.uniform(0, S, (n, 2)), rng.uniform(-vmax, vmax, (n, 2)) * S, rng.uniform(rmin, rmax, (n, 1)) * S], axis=1
+        )
 
-    def _disc_masks(self):                                 # (n, H, W) bool, separable distances
+    def _disc_masks(self):  # (n, H, W) bool, separable distances
         d = self._discs
         dy, dx = (self._ar - d[:, 1:2]) ** 2, (self._ar - d[:, 0:1]) ** 2
         return dy[:, :, None] + dx[:, None, :] < (d[:, 4] ** 2)[:, None, None]
 
     def _paint_square(self, img, center, col):
         x0, y0 = (min(max(int(round(c - self.sq / 2)), 0), self.size - self.sq) for c in center)
-        img[y0:y0 + self.sq, x0:x0 + self.sq] = col
+        img[y0 : y0 + self.sq, x0 : x0 + self.sq] = col
 
     def _render_frame(self):
         """Label map -> palette lookup: 0 = background, 1 = checker colour, 2 + k = disc k (later on top)."""
         label = self._bg_label
-        if self.mode == "video_hard":                        # moving checkerboard texture
+        if self.mode == "video_hard":  # moving checkerboard texture
             cell, t = max(2, self.size // 8), self._t
             label = (((self._ar + t) // cell)[None, :] + ((self._ar + 0.5 * t) // cell)[:, None]).astype(np.intp) % 2
-        if len(self._discs):                                 # topmost covering disc = largest id
+        if len(self._discs):  # topmost covering disc = largest id
             label = np.maximum(label, (self._disc_masks() * self._disc_ids).max(0))
         img = self._palette[label]
         self._paint_square(img, self._target, GREEN)
-        self._paint_square(img, self._agent, RED)           # agent drawn last (on top)
+        self._paint_square(img, self._agent, RED)  # agent drawn last (on top)
         return img
 
     def _dist(self):
@@ -100,14 +102,15 @@ class ToyReachEnv(gym.Env):
         S, h, rng = self.size, self.sq / 2, self._rng
         self._agent, self._target = rng.uniform(h, S - h, 2), rng.uniform(h, S - h, 2)
         self._t = 0
-        bg = np.array([40, 40, 40], np.uint8)                # plain dark grey
+        bg = np.array([40, 40, 40], np.uint8)  # plain dark grey
         if self.mode == "color_easy":
             bg = (bg + rng.integers(0, 60, 3)).astype(np.uint8)
         elif self.mode in ("color_hard", "video_hard"):
             bg = self._colors(1)[0]
-        self._n_blobs = 3 if self.mode.startswith("video") else 0   # background blobs, drawn below distractors
-        self._discs = np.concatenate([self._new_discs(self._n_blobs, 0.15, 0.3, 0.04),
-                                      self._new_discs(5 if self.distract else 0, 0.13, 0.25, 0.06)])
+        self._n_blobs = 3 if self.mode.startswith("video") else 0  # background blobs, drawn below distractors
+        self._discs = np.concatenate(
+            [self._new_discs(self._n_blobs, 0.15, 0.3, 0.04), self._new_discs(5 if self.distract else 0, 0.13, 0.25, 0.06)]
+        )
         self._disc_ids = np.arange(2, 2 + len(self._discs))[:, None, None]
         self._palette = np.concatenate([bg[None], self._colors(1 + len(self._discs))])
         self._frames[:] = self._render_frame().transpose(2, 0, 1)[None]
@@ -118,7 +121,7 @@ class ToyReachEnv(gym.Env):
         h = self.sq / 2
         self._agent = np.clip(self._agent + self.speed * a, h, self.size - h)
         self._t += 1
-        if len(self._discs):                                 # move discs, bounce off the borders
+        if len(self._discs):  # move discs, bounce off the borders
             pos, vel = self._discs[:, :2], self._discs[:, 2:4]
             pos += vel
             vel[(pos < 0) | (pos > self.size)] *= -1
@@ -132,9 +135,24 @@ class ToyReachEnv(gym.Env):
     def render(self):
         return self._render_frame()
 
+    def agent_masks(self):
+        """As envs.DMCEnv.agent_masks: the agent's (red) pixels of each stacked frame, (F, H, W) bool."""
+        return np.all(self._frames == RED[None, :, None, None], axis=1)
 
-def make_toy_env(env_id: str, seed: int, mode: str = "train", *, action_repeat=None, frame_stack: int = 3,
-                 image_size: int = 32, video_dir=None, intensity=None, davis_dir=None, camera_id=None) -> gym.Env:
+
+def make_toy_env(
+    env_id: str,
+    seed: int,
+    mode: str = "train",
+    *,
+    action_repeat=None,
+    frame_stack: int = 3,
+    image_size: int = 32,
+    video_dir=None,
+    intensity=None,
+    davis_dir=None,
+    camera_id=None,
+) -> gym.Env:
     """Drop-in for ``envs.make_env``; action_repeat / video_dir / intensity / davis_dir / camera_id are
     accepted and ignored."""
     check_args(env_id, mode)
@@ -164,7 +182,7 @@ def relevant_pixels(obs):
     B, C, H, W = x.shape
     f = x.reshape(B, C // 3, 3, H, W)
     r, g, b = f[:, :, 0], f[:, :, 1], f[:, :, 2]
-    hit = ((r == 255) & (g == 0) & (b == 0)) | ((r == 0) & (g == 255) & (b == 0))   # (B, F, H, W)
+    hit = ((r == 255) & (g == 0) & (b == 0)) | ((r == 0) & (g == 255) & (b == 0))  # (B, F, H, W)
     if isinstance(hit, torch.Tensor):
         mask = hit.unsqueeze(2).expand(B, C // 3, 3, H, W).reshape(B, C, H, W)
     else:

@@ -1,0 +1,379 @@
+"""Our SGQN update against the original's, SuReLI/SGQN's `SGSAC.update` (commit f383fc0): loss for
+loss, weight for weight, mask pixel for pixel.
+
+    git clone <SuReLI/SGQN on GitHub> ~/SGQN && git -C ~/SGQN checkout f383fc0
+    pip install --no-deps captum==0.9.0   # the original's guided backprop; it imports numpy, matplotlib, tqdm, packaging
+    python benchmarks/against_original.py --src ~/SGQN/DMC/src                   # float64: must agree
+    python benchmarks/against_original.py --src ~/SGQN/DMC/src --dtype float32   # the drift of rounding alone
+    python benchmarks/against_original.py --src ~/SGQN/DMC/src --perturb tau     # a changed update is caught
+    python benchmarks/against_original.py --src ~/SGQN/DMC/src --time            # ms per update, both sides
+
+Both sides are built at 11 convs x 32 filters (the original's decoder is wired to a 32 x 21 x 21
+encoder output, so no smaller encoder runs), projection 50, hidden 256, batch 16, rho 0.98, critic
+weight decay 1e-5, each with its own defaults for the rest; the original's weights are copied into
+ours. For steps 1..20 (odd: critic only; even: critic, actor and temperature, target, attribution
+predictor: both sides decide by `step % 2`), both get the same shifted batches, policy noise, grey
+level for the masked pixels and overlay images. After each update it prints the relative difference
+(max |ours - theirs| / max |theirs|) of each loss and parameter group, and how many pixels differ in
+the consistency mask and in the attribution predictor's target mask; the last line is the largest
+difference. It exits 1 when a difference exceeds --threshold or a mask pixel differs, naming the
+first. In float64 the two agree to 1e-12 and every mask pixel; in float32 rounding alone drifts
+(about 1e-7 at the first update, 1e-4 to 1e-2 after 20, and a few mask pixels). --perturb changes
+our side only, to show a failure: critic Adam beta1 0.9 -> 0.9001, encoder tau 0.05 -> 0.049, or
+rho 0.98 -> 0.979. (Both sides' aux loss is float32 even in float64, its target mask being `.float()`:
+its column agrees to float32's resolution; the weights it trains are compared in float64.)
+
+The original is imported from --src at run time; no code of it is held here. Patched in it: `.cuda()`
+(a CPU runs it), its Places365 loader (the shared overlay images are served instead), its
+TensorBoard writer, and kornia, torchvision and turtle where they are not installed (imported, never
+used by the update). The shared draws are served at their draw points: the original's policy noise
+(`torch.randn_like`), grey level (`random.uniform`) and Places365 batches; ours' random shift, policy
+noise and grey level (`torch.rand`); our overlay images are the update's argument.
+
+--time instead times each side's update at the paper's size (projection 100, hidden 1024, batch 128,
+float32), interleaved in one process: the original's SAC and SGSAC against sac_baseline.py's and
+sgqn.py's update, median ms per update (mean of an odd and an even step) and the ratios. Both sides
+get ready batches and overlay images, so sampling and shifting are not timed; torch's threads as set
+(OMP_NUM_THREADS).
+"""
+
+import argparse
+import contextlib
+import importlib
+import os
+import statistics
+import sys
+import time
+import types
+import warnings
+from unittest import mock
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import sac_baseline  # noqa: E402
+import sgqn  # noqa: E402
+
+OBS_SHAPE, ACTION_DIM = (9, 84, 84), 6
+SIZE = dict(projection_dim=50, hidden_dim=256, batch_size=16)
+PAPER_SIZE = dict(projection_dim=100, hidden_dim=1024, batch_size=128)
+RHO, WEIGHT_DECAY = 0.98, 1e-5
+PERTURBATIONS = {"none": {}, "beta": {}, "tau": {"encoder_tau": 0.049}, "rho": {"sgqn_quantile": 0.979}}
+BETA1 = 0.9001  # --perturb beta: our critic's Adam beta1 (0.9 on both sides)
+# The original logs its losses through `L.log(name, ...)`; ours returns them (a sum of several).
+LOSSES = {
+    "q loss": ("train_critic/loss", ("losses/qf1_loss", "losses/qf2_loss", "losses/consistency_loss")),
+    "actor loss": ("train_actor/loss", ("losses/actor_loss",)),
+    "alpha loss": ("train_alpha/loss", ("losses/alpha_loss",)),
+    "alpha": ("train_alpha/value", ("losses/alpha",)),
+    "aux loss": ("train/aux_loss", ("losses/aux_loss",)),
+}
+MASKS = ("mask px", "aux mask px")  # differing pixels: any is a divergence
+
+
+def import_original(src):
+    """SuReLI/SGQN's modules from `src` (its DMC/src), with stand-ins for what they import but the
+    update never uses, where it is not installed."""
+    if not os.path.isdir(src):
+        raise SystemExit(f"error: --src {src}: no such folder")
+    if not os.path.isfile(os.path.join(src, "algorithms", "sgsac.py")):
+        raise SystemExit(f"error: --src {src}: no algorithms/sgsac.py in it (give SuReLI/SGQN's DMC/src)")
+    try:
+        importlib.import_module("captum")
+    except ImportError:
+        raise SystemExit("error: the original's guided backprop needs captum: pip install --no-deps captum==0.9.0") from None
+    for name, submodules in (("kornia", ()), ("torchvision", ("transforms", "datasets", "utils")), ("turtle", ())):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            for module in (name, *(f"{name}.{sub}" for sub in submodules)):
+                sys.modules[module] = mock.MagicMock()
+    sys.path.insert(0, src)
+    for message in ("Setting backward hooks on ReLU", "Input Tensor 0 did not already require", ".*functional.upsample"):
+        warnings.filterwarnings("ignore", message=message)  # captum's at every call, the original decoder's
+    return types.SimpleNamespace(
+        **{
+            name.split(".")[-1]: importlib.import_module(name)
+            for name in ("algorithms.sac", "algorithms.sgsac", "arguments", "augmentations")
+        }
+    )
+
+
+def original_agent(original, algorithm, size):
+    """The original's SAC or SGSAC, from its own argument parser (its defaults but for the size,
+    rho and weight decay), on the CPU."""
+    argv = [
+        "train.py",
+        "--projection_dim",
+        str(size["projection_dim"]),
+        "--hidden_dim",
+        str(size["hidden_dim"]),
+        "--sgqn_quantile",
+        str(RHO),
+        "--critic_weight_decay",
+        str(WEIGHT_DECAY),
+    ]
+    with mock.patch.object(sys, "argv", argv):
+        args = original.arguments.parse_args()
+    cls = original.sgsac.SGSAC if algorithm == "sgsac" else original.sac.SAC
+    with (
+        mock.patch.object(torch.nn.Module, "cuda", lambda self, *a, **k: self),
+        mock.patch.object(torch.Tensor, "cuda", lambda self, *a, **k: self),
+        mock.patch.object(original.sgsac, "SummaryWriter", mock.MagicMock()),
+    ):
+        return cls(OBS_SHAPE, (ACTION_DIM,), args)
+
+
+def our_args(module, size, **changes):
+    return module.Args(num_conv_layers=11, num_filters=32, **size, cuda=False, **changes)
+
+
+def their_parameters(agent):
+    """{group: parameters} of the original's SGSAC, in the order of ours."""
+    critic, target = agent.critic, agent.critic_target
+    return {
+        "conv": [*critic.encoder.shared_cnn.parameters()],
+        "critic": [*critic.encoder.projection.parameters(), *critic.Q1.parameters(), *critic.Q2.parameters()],
+        "actor": [*agent.actor.encoder.projection.parameters(), *agent.actor.mlp.parameters()],
+        "target conv": [*target.encoder.shared_cnn.parameters()],
+        "target critic": [*target.encoder.projection.parameters(), *target.Q1.parameters(), *target.Q2.parameters()],
+        "log_alpha": [agent.log_alpha],
+        "decoder": [*agent.attribution_predictor.decoder.parameters()],
+    }
+
+
+def our_parameters(agent):
+    """{group: parameters} of our Agent."""
+    critic, target = agent.critic, agent.critic_target
+    return {
+        "conv": [*critic.conv.parameters()],
+        "critic": [*critic.projection.parameters(), *critic.q1.parameters(), *critic.q2.parameters()],
+        "actor": [*agent.actor.parameters()],
+        "target conv": [*target.conv.parameters()],
+        "target critic": [*target.projection.parameters(), *target.q1.parameters(), *target.q2.parameters()],
+        "log_alpha": [agent.log_alpha],
+        "decoder": [*agent.decoder.parameters()],
+    }
+
+
+def copy_weights(parameters):
+    """{group: (the original's parameters, ours)}: theirs copied into ours."""
+    with torch.no_grad():
+        for name, (src, dst) in parameters.items():
+            assert [p.shape for p in src] == [p.shape for p in dst], name
+            for s, d in zip(src, dst):
+                d.copy_(s)
+
+
+def draws(updates, batch_size, obs_shape=OBS_SHAPE):
+    """Per update, what both sides must share: the batch before and after the random shift, the
+    policy noise (next_obs; obs on actor steps), the grey level and overlay images in [0, 1]."""
+    b, out = batch_size, []
+    for step in range(1, updates + 1):
+        obs, next_obs = (torch.randint(0, 256, (b, *obs_shape)).to(torch.get_default_dtype()) for _ in range(2))
+        batch = (obs, torch.rand(b, ACTION_DIM) * 2 - 1, torch.rand(b, 1), next_obs, (torch.rand(b, 1) > 0.1).to(obs.dtype))
+        out.append(
+            types.SimpleNamespace(
+                batch=batch,
+                shifted=[sgqn.random_shift(obs), sgqn.random_shift(next_obs)],
+                noise=[torch.randn(b, ACTION_DIM) for _ in range(2 if step % 2 == 0 else 1)],
+                grey=torch.rand(()).item(),
+                images=torch.rand(b, 3, *obs_shape[1:]),
+            )
+        )
+    return out
+
+
+@contextlib.contextmanager
+def served(owner, name, values):
+    """`owner.name(...)` returns `values` one by one inside the block; all must be drawn."""
+    queue = list(values)
+
+    def serve(*args, **kwargs):
+        assert queue, f"{name}: drawn more often than the other side"
+        return queue.pop(0).clone()
+
+    with mock.patch.object(owner, name, serve):
+        yield
+    assert not queue, f"{name}: drawn {len(queue)} time(s) less than the other side"
+
+
+def recorded(owner, name, into):
+    """`owner.name` as it is, its results appended to `into`."""
+    function = getattr(owner, name)
+    return mock.patch.object(owner, name, lambda *a, **k: into.append(function(*a, **k)) or into[-1])
+
+
+def update_theirs(original, agent, d, step):
+    """The original's update on the shared draws: {loss: value} (those it logs), its masks."""
+    logged, masks = {}, []
+    logger = types.SimpleNamespace(log=lambda key, value, step: logged.update({key: float(torch.as_tensor(value).detach())}))
+    _, action, reward, _, not_done = d.batch
+    shifted = (d.shifted[0].clone(), action, reward, d.shifted[1].clone(), not_done)
+    uniform = lambda low, high: low + (high - low) * d.grey  # random.uniform's formula
+    with (
+        served(torch, "randn_like", d.noise),
+        mock.patch.object(original.sgsac, "random", types.SimpleNamespace(uniform=uniform)),
+        mock.patch.object(original.augmentations, "places_dataloader", True),
+        mock.patch.object(original.augmentations, "_get_places_batch", lambda batch_size: d.images.clone()),
+        recorded(original.sgsac, "compute_attribution_mask", masks),
+    ):
+        agent.update(types.SimpleNamespace(sample_drq=lambda: shifted), logger, step)
+    return {name: logged[key] for name, (key, _) in LOSSES.items() if key in logged}, masks
+
+
+def update_ours(agent, args, d, step):
+    """Our update on the shared draws: {loss: value} (those the original logs), its masks."""
+    masks = []
+    with (
+        served(sgqn, "random_shift", d.shifted),
+        served(torch, "randn_like", d.noise),
+        served(torch, "rand", [torch.tensor(d.grey)]),
+        recorded(sgqn, "saliency_mask", masks),
+    ):
+        metrics = sgqn.update(agent, [x.clone() for x in d.batch], step, args, -ACTION_DIM, d.images * 255)
+    return {name: sum(float(metrics[k]) for k in keys) for name, (_, keys) in LOSSES.items() if keys[0] in metrics}, masks
+
+
+def relative_difference(ours, theirs):
+    """max |ours - theirs| / max |theirs| over lists of tensors (the absolute difference where theirs are all 0)."""
+    with torch.no_grad():
+        diff = max(float((a - b).abs().max()) for a, b in zip(ours, theirs))
+        scale = max(float(b.abs().max()) for b in theirs)
+    return diff / scale if scale else diff
+
+
+def differences(theirs, ours, parameters):
+    """{name: difference} after one update of each side ((losses, masks) each): each loss, each
+    parameter group ({group: (theirs, ours)}), and the mask pixels that differ. The original
+    computes the consistency mask first and the attribution predictor's last; ours computes that
+    one only on aux steps."""
+    (their_losses, their_masks), (our_losses, our_masks) = theirs, ours
+    row = {
+        name: relative_difference([torch.tensor(our_losses[name])], [torch.tensor(loss)])
+        for name, loss in their_losses.items()
+    }
+    row |= {name: relative_difference(mine, src) for name, (src, mine) in parameters.items()}
+    row[MASKS[0]] = int((our_masks[0] != their_masks[0]).sum())
+    if len(our_masks) > 1:
+        row[MASKS[1]] = int((our_masks[-1] != their_masks[-1]).sum())
+    return row
+
+
+def first_divergence(rows, threshold):
+    """(update, name, difference) of the first difference above threshold (for a mask: any pixel), or None."""
+    for update, row in enumerate(rows, 1):
+        for name, value in row.items():
+            if value > (0 if name in MASKS else threshold):
+                return update, name, value
+    return None
+
+
+def summary(rows, threshold):
+    """The last line (the largest difference, the first divergence if any) and the exit status."""
+    value, name, update = max(
+        ((v, n, u) for u, row in enumerate(rows, 1) for n, v in row.items() if n not in MASKS), key=lambda entry: entry[0]
+    )
+    pixels = sum(v for row in rows for n, v in row.items() if n in MASKS)
+    line = f"largest difference: {value:.1e} ({name}, update {update}); {pixels} mask pixels differ"
+    diverged = first_divergence(rows, threshold)
+    if diverged is None:
+        return f"{line}; all within {threshold:g}: the same update", 0
+    update, name, value = diverged
+    shown = f"{value} pixels" if name in MASKS else f"{value:.1e} > {threshold:g}"
+    return f"{line}; first divergence: {name} at update {update} ({shown})", 1
+
+
+def format_row(update, row, names):
+    kind = "full" if update % 2 == 0 else "critic"
+    cells = [("-" if n not in row else str(row[n]) if n in MASKS else f"{row[n]:.1e}").rjust(max(len(n), 7)) for n in names]
+    return f"{update:>6}  {kind:<6}  " + "  ".join(cells)
+
+
+def compare(opts):
+    dtype = getattr(torch, opts.dtype)
+    torch.set_default_dtype(dtype)
+    torch.manual_seed(opts.seed)
+    original = import_original(opts.src)
+    theirs = original_agent(original, "sgsac", SIZE)
+    args = our_args(sgqn, SIZE, **{"sgqn_quantile": RHO, "critic_weight_decay": WEIGHT_DECAY, **PERTURBATIONS[opts.perturb]})
+    ours = sgqn.make_agent(OBS_SHAPE, ACTION_DIM, args, torch.device("cpu"))
+    parameters = {name: (p, q) for (name, p), q in zip(their_parameters(theirs).items(), our_parameters(ours).values())}
+    copy_weights(parameters)
+    if opts.perturb == "beta":
+        ours.critic_optimizer.param_groups[0]["betas"] = (BETA1, 0.999)
+    names = [*LOSSES, *parameters, *MASKS]
+    print(
+        f"SGSAC.update (SuReLI/SGQN) against sgqn.update: {opts.dtype}, 11 convs x 32, projection "
+        f"{SIZE['projection_dim']}, hidden {SIZE['hidden_dim']}, batch {SIZE['batch_size']}, rho {RHO}, "
+        f"perturbation {opts.perturb}; relative differences, mask pixels",
+        flush=True,
+    )
+    print(f"{'update':>6}  {'steps':<6}  " + "  ".join(n.rjust(max(len(n), 7)) for n in names))
+    rows = []
+    for step, d in enumerate(draws(opts.updates, SIZE["batch_size"]), 1):
+        rows.append(differences(update_theirs(original, theirs, d, step), update_ours(ours, args, d, step), parameters))
+        print(format_row(step, rows[-1], names), flush=True)
+    line, status = summary(rows, opts.threshold)
+    print(line)
+    return status
+
+
+def time_updates(opts):
+    """Median ms per update (an odd and an even step) of each side, interleaved, at the paper's size."""
+    torch.manual_seed(opts.seed)
+    original = import_original(opts.src)
+    b = PAPER_SIZE["batch_size"]
+    obs, next_obs = (torch.randint(0, 256, (b, *OBS_SHAPE)).float() for _ in range(2))
+    batch = (obs, torch.rand(b, ACTION_DIM) * 2 - 1, torch.rand(b, 1), next_obs, torch.ones(b, 1))
+    images = torch.rand(b, 3, *OBS_SHAPE[1:])
+    buffer = types.SimpleNamespace(sample=lambda: batch, sample_drq=lambda: batch)  # sampling untimed on both sides
+    sac_args = our_args(sac_baseline, PAPER_SIZE)
+    sgqn_args = our_args(sgqn, PAPER_SIZE, sgqn_quantile=RHO, critic_weight_decay=WEIGHT_DECAY, augmentation="none")
+    their_sac, their_sgsac = (original_agent(original, algorithm, PAPER_SIZE) for algorithm in ("sac", "sgsac"))
+    our_sac = sac_baseline.make_agent(OBS_SHAPE, ACTION_DIM, sac_args, torch.device("cpu"))
+    our_sgqn = sgqn.make_agent(OBS_SHAPE, ACTION_DIM, sgqn_args, torch.device("cpu"))
+    run = {
+        "original SAC": lambda step: their_sac.update(buffer, None, step),
+        "ours SAC": lambda step: sac_baseline.update(our_sac, batch, step, sac_args, -ACTION_DIM),
+        "original SGSAC": lambda step: their_sgsac.update(buffer, None, step),
+        "ours SGQN": lambda step: sgqn.update(our_sgqn, batch, step, sgqn_args, -ACTION_DIM, 255 * images),
+    }
+    print(
+        f"ms per update (median of {opts.repeats}, each the mean of an odd and an even step), float32, 11 convs x 32, "
+        f"projection 100, hidden 1024, batch {b}, {torch.get_num_threads()} thread(s)",
+        flush=True,
+    )
+    times = {name: [] for name in run}
+    with (
+        mock.patch.object(original.augmentations, "places_dataloader", True),
+        mock.patch.object(original.augmentations, "_get_places_batch", lambda batch_size: images),
+    ):
+        for repeat in range(opts.repeats + 1):  # the first round warms up
+            for name, update in run.items():
+                start = time.perf_counter()
+                update(2 * repeat + 1), update(2 * repeat + 2)
+                if repeat:
+                    times[name].append(1000 * (time.perf_counter() - start) / 2)
+    ms = {name: statistics.median(t) for name, t in times.items()}
+    for method, theirs, mine in (("SAC", "original SAC", "ours SAC"), ("SGQN", "original SGSAC", "ours SGQN")):
+        print(f"{method}: original {ms[theirs]:.0f} ms, ours {ms[mine]:.0f} ms (ours / original {ms[mine] / ms[theirs]:.2f})")
+    return 0
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--src", required=True, help="SuReLI/SGQN's DMC/src folder")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    p.add_argument("--threshold", type=float, default=1e-8, help="largest relative difference that passes")
+    p.add_argument("--perturb", choices=PERTURBATIONS, default="none", help="change our side only, to see a failure")
+    p.add_argument("--updates", type=int, default=20)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--time", action="store_true", help="time both sides' updates at the paper's size instead")
+    p.add_argument("--repeats", type=int, default=5, help="with --time: timed rounds after one warm-up round")
+    opts = p.parse_args()
+    return time_updates(opts) if opts.time else compare(opts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
