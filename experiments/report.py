@@ -180,7 +180,7 @@ def read_run(folder: Path, name: str) -> tuple[Run | None, list[str]]:
         return None, [f"skipped {name}: {notes[0]}"]
     # Evaluations of a saved checkpoint made after training (`--eval-checkpoint`, e.g. on modes
     # the run did not evaluate while training) fill the (mode, step) pairs the run's own lack.
-    for path in sorted(folder.glob("eval_checkpoint_step*.csv")):
+    for path in sorted(p for p in folder.glob("eval_checkpoint_step*.csv") if not p.name.endswith("_saliency.csv")):
         extra, extra_frames, extra_notes = read_evaluations(path, name)
         if extra is None:
             notes.append(f"ignored {name}/{extra_notes[0]}")

@@ -522,6 +522,7 @@ def test_saliency_on_the_agent_is_read_tabled_and_plotted(tmp_path):
             rows = [r for r in rows if r[0] == 1000] + [(1000, 8000, "train", 1.5, 0.04, 8), ("x",)]
         write_saliency(folder, "saliency.csv", rows)
     runs, messages = report.load_runs(tmp_path)
+    assert not any("starts with" in line for line in messages)  # a _saliency.csv is not read as episode returns
     by_name = {r.name: r for r in runs}
     assert by_name["sgqn2"].saliency["video_hard"] == {1000: (0.35, 0.04), 2000: (0.70, 0.04)}
     assert by_name["drq1"].saliency["train"][1000] == (0.05, 0.04)

@@ -254,10 +254,10 @@ def test_an_evaluation_cut_short_is_made_on_resume_once(toy_envs, monkeypatch):
     is written at that step and the resumed run evaluates it first: no gap, no repeat."""
     real_evaluate = sac.evaluate
 
-    def evaluate(agent, eval_envs, args, device, video_dir=None, step=0, stop=None):
+    def evaluate(agent, eval_envs, args, device, quantile, video_dir=None, step=0, stop=None):
         if step == 40:
             os.kill(os.getpid(), signal.SIGTERM)
-        return real_evaluate(agent, eval_envs, args, device, video_dir, step, stop)
+        return real_evaluate(agent, eval_envs, args, device, quantile, video_dir, step, stop)
 
     monkeypatch.setattr(sac, "evaluate", evaluate)
     args = toy_args(sac, total_timesteps=60, eval_modes=("train", "color_hard"))

@@ -436,7 +436,7 @@ def test_batched_evaluation_equals_a_direct_rollout_per_mode(toy_envs):
     agent = sac.make_agent((9, 32, 32), 2, args, "cpu")
     seed = np.random.SeedSequence(5)
     eval_envs = run_plumbing.make_eval_envs(args, seed)
-    returns, first_obs = sac.evaluate(agent, eval_envs, args, "cpu")
+    returns, first_obs, _ = sac.evaluate(agent, eval_envs, args, "cpu", 0.98)
     eval_envs.close()
     for i, mode in enumerate(args.eval_modes):
         env, expected = toy_task.make_toy_env(args.env_id, int(seed.generate_state(3)[i]), mode), []
