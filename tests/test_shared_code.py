@@ -52,7 +52,8 @@ def test_training_loops_differ_only_by_sgqn_lines():
     ]
     assert changed == [
         "returns, _, saliency = evaluate(agent, eval_envs, args, device, domain_quantile(args.env_id), stop=stop)",
-        "returns, _, saliency = evaluate(agent, eval_envs, args, device, domain_quantile(args.env_id), run.video_dir, global_step, stop)",
+        "returns, _, saliency = evaluate(",
+        "agent, eval_envs, args, device, domain_quantile(args.env_id), run.video_dir, global_step, stop",
         "metrics |= update(agent, buffer.sample(args.batch_size), global_step, args, target_entropy)",
     ]
 
