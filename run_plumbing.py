@@ -15,6 +15,7 @@ It holds:
   - the evaluation workers (`make_eval_envs`), videos, and glibc's allocator (`keep_freed_memory`).
 """
 
+import atexit
 import collections
 import contextlib
 import csv
@@ -773,9 +774,13 @@ def make_eval_envs(args, seed):
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, envs.STOP_SIGNALS)
     try:
         with CONSOLE.waiting(f"evaluation workers starting ({len(env_fns)})"):
-            return gym.vector.AsyncVectorEnv(env_fns, context="spawn", worker=envs.quiet_worker)
+            eval_envs = gym.vector.AsyncVectorEnv(env_fns, context="spawn", worker=envs.quiet_worker)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    # Closed at exit (a second close does nothing): after an unexpected exception, multiprocessing's
+    # own exit handler would SIGTERM them, which they ignore, and wait for them forever.
+    atexit.register(eval_envs.close)
+    return eval_envs
 
 
 def write_video(path, frames, upscale=4):

@@ -662,3 +662,25 @@ def test_the_console_speaks_before_a_long_step_would_end_past_quiet_seconds(monk
             console.print("a line")
             printed.append(clock.now)
     assert len(printed) > 10 and max(np.diff(printed)) <= run_plumbing.QUIET_SECONDS
+
+
+CRASH = """
+import sys
+import numpy as np
+import envs, run_plumbing, sac_baseline, toy_task
+envs.make_env = toy_task.make_toy_env
+if __name__ == "__main__":
+    args = sac_baseline.Args(env_id="toy-reach", eval_modes=("train", "color_hard"), image_size=32)
+    eval_envs = run_plumbing.make_eval_envs(args, np.random.SeedSequence(1))
+    raise TypeError("a bug")
+"""
+
+
+def test_an_unexpected_exception_ends_the_process_with_its_workers(tmp_path):
+    """The eval workers ignore SIGTERM (a Ctrl-C is the parent's to handle): multiprocessing's exit
+    handler, which terminates and then joins them, used to wait for them forever after a bug."""
+    script = tmp_path / "crash.py"
+    script.write_text(CRASH)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, "tests")])}
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert result.returncode == 1 and result.stderr.strip().endswith("TypeError: a bug"), result.stderr
