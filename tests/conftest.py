@@ -4,6 +4,12 @@ import os
 import sys
 
 import pytest
+import torch
+
+# Under pytest-xdist (`-n 2`) the test processes share the cores: each one's torch takes its share
+# of the threads, not all of them (oversubscribed OpenMP threads spin against each other).
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -6,17 +6,17 @@ import os, sys
 import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", ".."))
 torch.set_num_threads(1)
-import sgqn, sac_baseline
+import run_plumbing, sgqn, sac_baseline
 def load(path):
     """The module (sgqn or sac_baseline), agent, replay buffer and state of a checkpoint."""
     mod = sgqn if "sgqn" in path else sac_baseline
-    state = mod.load_checkpoint(path)
+    state = run_plumbing.load_checkpoint(path, mod.ALGORITHM)
     args = mod.Args(**{k: v for k, v in state["args"].items() if k in mod.Args.__dataclass_fields__})
     bs = state["buffer"]
     frame_shape, action_dim = bs["frames"].shape[1:], bs["actions"].shape[1]
     agent = mod.make_agent((3 * args.frame_stack, *frame_shape[1:]), action_dim, args, torch.device("cpu"))
     buffer = mod.ReplayBuffer(len(bs["frames"]), frame_shape, action_dim, args.frame_stack, "cpu", 0)
-    mod.restore(agent, state, buffer)
+    run_plumbing.restore(agent, state, buffer)
     return mod, agent, buffer, state
 
 

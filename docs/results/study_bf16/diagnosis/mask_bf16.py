@@ -6,8 +6,8 @@ import numpy as np
 import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", ".."))
 torch.set_num_threads(1)
-import sgqn
-state = sgqn.load_checkpoint(sys.argv[1])
+import run_plumbing, sgqn
+state = run_plumbing.load_checkpoint(sys.argv[1], "sgqn")
 a = state["args"]
 args = sgqn.Args(**{k: v for k, v in a.items() if k in sgqn.Args.__dataclass_fields__})
 buf_state = state["buffer"]
@@ -16,7 +16,7 @@ obs_shape = (3 * args.frame_stack, *frame_shape[1:])
 action_dim = buf_state["actions"].shape[1]
 agent = sgqn.make_agent(obs_shape, action_dim, args, torch.device("cpu"))
 buffer = sgqn.ReplayBuffer(len(buf_state["frames"]), frame_shape, action_dim, args.frame_stack, "cpu", 0)
-sgqn.restore(agent, state, buffer)
+run_plumbing.restore(agent, state, buffer)
 torch.manual_seed(0)
 obs, action, reward, next_obs, not_done = buffer.sample(128)
 obs = sgqn.random_shift(obs)
