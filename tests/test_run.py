@@ -665,7 +665,6 @@ def test_the_console_speaks_before_a_long_step_would_end_past_quiet_seconds(monk
 
 
 CRASH = """
-import sys
 import numpy as np
 import envs, run_plumbing, sac_baseline, toy_task
 envs.make_env = toy_task.make_toy_env
