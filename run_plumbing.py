@@ -27,6 +27,7 @@ import io
 import json
 import os
 import random
+import secrets
 import signal
 import sys
 import threading
@@ -52,8 +53,10 @@ POSITIVE = (
 RESUMABLE = (
     "total_timesteps", "eval_freq", "eval_episodes", "eval_modes", "log_freq", "console_freq", "save_freq",
     "save_buffer", "keep_checkpoints", "capture_video", "video_easy_dir", "video_hard_dir", "davis_dir", "runs_dir",
-    "cuda", "channels_last", "compile",
+    "cuda", "channels_last", "compile", "track", "wandb_project_name", "wandb_entity",
 )  # fmt: skip
+WANDB_INSTALL = "pip install wandb==0.31.0"  # the version requirements-test.txt pins and the tests use
+WANDB_ID_FILE = "wandb_run_id"  # in the run folder: a resumed run continues the same W&B run
 EVALUATION_COLUMNS = ("step", "frames", "mode", "episode", "return")
 SALIENCY_COLUMNS = ("step", "frames", "mode", "mask_on_agent", "agent_share", "images")
 
@@ -170,6 +173,11 @@ def checked_args(args, script, given=None):
         raise envs.ConfigError(
             f"--shift-copies {args.shift_copies} needs --augmentation shift (unshifted copies would all be the same)"
         )
+    if args.track:
+        try:
+            import wandb  # noqa: F401  (optional: only --track needs it)
+        except ImportError:
+            raise envs.ConfigError(f"--track logs to Weights & Biases, which is not installed: {WANDB_INSTALL}") from None
     if args.learning_starts < 0:
         raise envs.ConfigError(f"--learning-starts {args.learning_starts}: must be 0 or more")
     if not args.eval_modes:
@@ -420,7 +428,18 @@ def exit_codes():
     except envs.ConfigError as e:
         sys.exit(f"error: {e}")
     except Interrupted as e:
+        ignore_stop_signals()
         sys.exit(e.exit_code)
+
+
+def ignore_stop_signals():
+    """Once a stop has been honoured (checkpoint written, `interrupted at step N` printed), the same
+    signal may come again while the process exits: a SIGTERM to a whole process group reaches the
+    job and also submitit's controller, which forwards it, and the sweep's launcher repeats its stop
+    each second. Ignored from here on, a repeat cannot break into the exit (an exception printed
+    from an atexit callback: a log that looks like a crash when nothing was lost)."""
+    for signum in envs.STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 @contextlib.contextmanager
@@ -585,11 +604,14 @@ class Run:
                 f"resumed at step {self.start_step}; its replay buffer was not saved (--save-buffer): "
                 f"updates wait for {args.learning_starts} new frames (--learning-starts)"
             )
-        self.writer = SummaryWriter(self.run_dir, purge_step=self.start_step if resumed else None)
+        self.tracking = start_tracking(args, self.run_dir, resumed) if args.track else None  # before the writer: it syncs it
+        # A resumed run drops what an earlier process logged after its checkpoint's step (the scalars at
+        # that step, its last evaluation among them, were logged before the checkpoint and stay).
+        self.writer = SummaryWriter(self.run_dir, purge_step=self.start_step + 1 if resumed else None)
         if not resumed:
             table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
             self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
-        self.last_return, self.saved_step, self.updating_since = float("nan"), None, None
+        self.last_return, self.saved_step, self.updating_since = None, None, None  # last_return: no episode ended yet
 
     def make_eval_envs(self, seed):
         """The eval workers (see make_eval_envs); the training loop's clock starts once they are up."""
@@ -684,8 +706,9 @@ class Run:
             eta = "after the first updates"
         else:
             eta = duration((self.args.total_timesteps - step) * (t1 - t0) / (s1 - s0)) if s1 > s0 else "-"
+        last_return = "-" if self.last_return is None else f"{self.last_return:.1f}"
         evaluation = "".join(f" {mode} {r:.1f}" for mode, r in self.last_eval.items())
-        return f"step {step}/{self.args.total_timesteps}  SPS {sps}  ETA {eta}  last return {self.last_return:.1f}" + (
+        return f"step {step}/{self.args.total_timesteps}  SPS {sps}  ETA {eta}  last return {last_return}" + (
             f"  eval{evaluation}" if evaluation else ""
         )
 
@@ -701,6 +724,8 @@ class Run:
         for env in to_close:
             env.close()
         self.writer.close()
+        if self.tracking:
+            self.tracking.finish()  # after the writer: its last scalars are synced
         self.evaluations.close()
         self.saliency.close()
         wall_time = self.wall_time()
@@ -724,6 +749,36 @@ class Run:
             f"TensorBoard: tensorboard --logdir {args.runs_dir}"
         )
         return self.run_dir
+
+
+def start_tracking(args, run_dir, resumed):
+    """--track, as CleanRL has it: a Weights & Biases run that mirrors the run's TensorBoard scalars
+    (sync_tensorboard: call before the SummaryWriter is made), with Args as its config and the run
+    folder's name as its name. Its id is kept in the run folder (WANDB_ID_FILE): a resumed run, read
+    from its checkpoint's folder, continues the same W&B run. W&B's own files go to
+    `{runs_dir}/wandb`; WANDB_MODE=offline keeps the run there (`wandb sync` uploads it later)."""
+    import wandb  # optional: checked_args has said how to install it
+
+    previous = os.path.join(os.path.dirname(args.resume), WANDB_ID_FILE) if resumed else None
+    if previous and os.path.exists(previous):
+        with open(previous) as f:
+            run_id = f.read().strip()
+    else:
+        run_id = secrets.token_hex(4)  # 8 characters, as W&B's own ids
+    with open(os.path.join(run_dir, WANDB_ID_FILE), "w") as f:
+        f.write(run_id + "\n")
+    return wandb.init(
+        project=args.wandb_project_name,
+        entity=args.wandb_entity,
+        name=args.run_name,
+        id=run_id,
+        resume="allow",
+        config={**dataclasses.asdict(args)},
+        sync_tensorboard=True,
+        # Beside the run folders, not in one: W&B copies the event files into its folder, and a copy
+        # inside the run folder (TensorBoard's logdir) would be synced again, from its first scalar.
+        dir=args.runs_dir,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -134,6 +134,12 @@ class Args:
     """write training scalars to TensorBoard every N steps"""
     console_freq: int = 1000
     """print a progress line every N steps (and whenever the console would otherwise stay silent for 25 s)"""
+    track: bool = False
+    """if toggled, also log the run to Weights & Biases: its TensorBoard scalars, Args as config (needs `pip install wandb`)"""
+    wandb_project_name: str = "sgqn"
+    """the W&B project of --track"""
+    wandb_entity: Optional[str] = None
+    """the W&B entity (team or user) of --track (None: your default)"""
     save_freq: int = 50_000
     """write `runs/{run}/checkpoint.pt` every N steps (and at the end, and when interrupted)"""
     save_buffer: bool = False

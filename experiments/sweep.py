@@ -230,22 +230,27 @@ class TrainingRun(submitit.helpers.Checkpointable):
         module = load_script(self.script)
         # Imported here, not through this module's globals: a job unpickles this object before the
         # script's folder (with run_plumbing.py) is on its path.
-        interrupted_error = importlib.import_module("run_plumbing").Interrupted
+        plumbing = importlib.import_module("run_plumbing")
         args = module.SCRIPT.Args(**self.fields)
         checkpoint = os.path.join(self.run_dir, "checkpoint.pt")
         if os.path.exists(checkpoint):
             args = dataclasses.replace(args, resume=checkpoint)
         try:
             module.main(args)
-        except interrupted_error as interrupted:  # checkpoint saved; submitit's handlers are back
+        except plumbing.Interrupted as interrupted:  # checkpoint saved; submitit's handlers are back
             requeue = signal.getsignal(signal.SIGUSR1)
             if interrupted.signum == signal.SIGUSR1 and callable(requeue):
                 requeue(signal.SIGUSR1, None)  # preempted or at the time limit: submitit requeues and exits
+            plumbing.ignore_stop_signals()  # the stop is honoured: a repeat must not break into the exit
             sys.exit(interrupted.exit_code)
         return self.run_dir
 
 
 def exit_on_signal(signum, frame):
+    # As run_plumbing.ignore_stop_signals (not importable yet where a job starts): a repeat of the
+    # signal (submitit's controller forwards it too) must not break into the exit.
+    for repeat in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(repeat, signal.SIG_IGN)
     sys.exit(128 + signum)
 
 

@@ -16,6 +16,7 @@ import threading
 import time
 import types
 
+import common
 import numpy as np
 import pytest
 import torch
@@ -564,6 +565,16 @@ def test_console_never_goes_quiet_in_the_burst_and_gives_an_eta_once_updates_run
     waiting = [step for step, eta in etas.items() if eta == "after the first updates"]
     assert waiting == list(range(41, waiting[-1] + 1)) and 65 < waiting[-1] < 75 and etas[80] == "0min 00s"
     assert run_plumbing.duration(3 * 3600 + 5 * 60 + 9) == "3h 05min" and run_plumbing.duration(252) == "4min 12s"
+
+
+def test_the_progress_line_names_no_return_before_an_episode_has_ended(toy_envs, monkeypatch, capsys):
+    monkeypatch.setattr(run_plumbing, "QUIET_SECONDS", 0.0)  # a line at every step
+    run_dir = sac.main(toy_args(sac, total_timesteps=60, eval_freq=60, save_freq=60))
+    returns = {m[1]: m[2] for m in re.finditer(r"step (\d+)/60  SPS .*  last return (\S+)", capsys.readouterr().out)}
+    episode_end, first_return = common.read_scalars(run_dir)["charts/episodic_return"][0]
+    assert episode_end == 49  # the toy task's 50-step episode
+    assert {returns[str(step)] for step in range(1, 50)} == {"-"}  # not `nan`
+    assert {returns[str(step)] for step in range(50, 60)} == {f"{first_return:.1f}"}
 
 
 def test_start_block_states_device_memory_and_the_cpu_note(tmp_path, capsys):

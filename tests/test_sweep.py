@@ -97,10 +97,14 @@ def status_lines(cwd, grid=GRID, env=ENV):
 
 def test_killed_sweep_relaunches_and_finishes_every_run_once(tmp_path):
     runs_dir = tmp_path / "runs" / "sweep"
+    # Every process of the killed sweep takes 3 s to exit (a paper-size run's exit takes that long):
+    # the stop signal comes again meanwhile (submitit's controller forwards it, the launcher repeats it).
+    (tmp_path / "slow_exit").mkdir()
+    (tmp_path / "slow_exit" / "sitecustomize.py").write_text("import atexit, time\n\natexit.register(time.sleep, 3)\n")
     launcher = subprocess.Popen(
         SWEEP + GRID + ["--cluster", "local", "--parallel", "2"] + RUN_FLAGS,
         cwd=tmp_path,
-        env=ENV,
+        env=dict(ENV, PYTHONPATH=str(tmp_path / "slow_exit")),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -120,6 +124,11 @@ def test_killed_sweep_relaunches_and_finishes_every_run_once(tmp_path):
     stopped = {run: summary(runs_dir / run)["step"] for run in RUNS if summary(runs_dir / run)}
     assert stopped and all(summary(runs_dir / run)["status"] == "interrupted" for run in stopped), out
     assert all(0 < step < TOTAL and os.path.exists(runs_dir / run / "checkpoint.pt") for run, step in stopped.items())
+    for run, step in stopped.items():  # each job's log ends with its stop line, naming its checkpoint: no traceback
+        log = open(json.load(open(runs_dir / "jobs" / f"{run}.json"))["log"]).read()
+        last_line = f"interrupted at step {step}; resume with: python {run.split('__')[1].replace('drq', 'sac_baseline')}.py"
+        assert log.splitlines()[-1] == f"{last_line} --resume {runs_dir / run / 'checkpoint.pt'}", log
+        assert "Traceback" not in log and "Exception ignored" not in log and "SystemExit" not in log, log
     states = status_lines(tmp_path)
     assert {states[run] for run in stopped} == {"stopped"} and len(states) == len(RUNS), states
     assert {states[run] for run in RUNS if run not in stopped} <= {"not started", "stopped"}, states
