@@ -7,10 +7,14 @@ cartpole-swingup takes 74 minutes on 2 idle CPU cores with bf16 units (SGQN in f
     python benchmarks/learning.py --algorithm drq-km1                # DrQ as DMC-GB runs it (K = M = 1, fp32)
     python benchmarks/learning.py --algorithm sgqn
     python benchmarks/learning.py --algorithm drq --env-id cartpole-balance --frames 40000 --seed 2
+    # the cartpole-balance study (docs/results/balance): the paper's depth, fp32, K = M = 1
+    python benchmarks/learning.py --algorithm sgqn --network 11x16 --env-id cartpole-balance --frames 40000 \
+        --eval-every 5000 --eval-episodes 5 --eval-modes train video_hard
 
 It calls the script's own `main(Args(...))` (never a copy of its code) with PRESET below (the
-networks of the results study, README "Results so far") and the method's flags, in the run folder
-`runs/learning/{env_id}__{algorithm}__{seed}`. Re-running the same command resumes that run from
+networks of the results study, README "Results so far"; `--network` 11x16 or 11x32 for the paper's
+depth, projection 100) and the method's flags, in the run folder
+`runs/learning/{env_id}__{algorithm}__{seed}` (`{algorithm}-{network}` for a --network other than 4x16). Re-running the same command resumes that run from
 its checkpoint and replay buffer (Ctrl-C is safe), and a larger `--frames` extends it; `--fresh`
 starts it again. The table is read back from the run's
 `evaluations.csv`: frames, then mean +- std of the deterministic policy's return per mode. The
@@ -37,6 +41,13 @@ sys.path.insert(0, ROOT)
 # projection (50) and heads (1024), batch 128, the scripts' defaults for everything else
 # (lr 1e-3, initial temperature 0.1, action repeat 8 on cartpole, 1000 random steps).
 PRESET = dict(num_conv_layers=4, num_filters=16, projection_dim=50, hidden_dim=1024, batch_size=128)
+# --network: the preset's networks (4x16), or those of the cartpole-balance study (docs/results/balance):
+# the paper's depth at half its width (11x16), and the paper's own (11x32, what `python sgqn.py` trains).
+NETWORKS = {
+    "4x16": {},
+    "11x16": dict(num_conv_layers=11, num_filters=16, projection_dim=100),
+    "11x32": dict(num_conv_layers=11, num_filters=32, projection_dim=100),
+}
 # What the algorithm names mean: the script and the flags that make the method. `drq` is DrQ as its
 # paper (K = M = 2), in bf16 (as fast again on a CPU with bf16 units; bf16 collapses SGQN's encoder,
 # so SGQN stays fp32); `drq-km1` is DrQ as DMC-GB and the results study run it (K = M = 1, fp32),
@@ -53,6 +64,9 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--algorithm", choices=sorted(METHODS), default="drq")
     p.add_argument("--env-id", default="cartpole-swingup")
+    p.add_argument(
+        "--network", choices=list(NETWORKS), default="4x16", help="convs x filters: the preset's, or the paper's depth (11)"
+    )
     p.add_argument("--frames", type=int, default=100_000, help="training frames (agent steps x action repeat)")
     p.add_argument("--eval-every", type=int, default=10_000, help="frames between evaluations")
     p.add_argument("--eval-episodes", type=int, default=10)
@@ -82,14 +96,16 @@ def main():
     script = importlib.import_module(script_name)
     action_repeat = envs.default_action_repeat(cli.env_id)
     steps = cli.frames // action_repeat
-    run_name = f"{cli.env_id}__{cli.algorithm}__{cli.seed}"
+    preset = PRESET | NETWORKS[cli.network]
+    method = cli.algorithm if cli.network == "4x16" else f"{cli.algorithm}-{cli.network}"
+    run_name = f"{cli.env_id}__{method}__{cli.seed}"
     run_dir = os.path.join(cli.runs_dir, run_name)
     if cli.fresh:
         shutil.rmtree(run_dir, ignore_errors=True)
     args = script.Args(
-        **PRESET,
+        **preset,
         **method_flags,
-        exp_name=cli.algorithm,
+        exp_name=method,
         env_id=cli.env_id,
         seed=cli.seed,
         total_timesteps=steps,
@@ -106,7 +122,7 @@ def main():
         args = dataclasses.replace(args, resume=checkpoint)
     print(
         f"{cli.algorithm} ({script_name}.py) on {cli.env_id}, {cli.frames} frames = {steps} agent steps, "
-        f"preset {' '.join(run_plumbing.as_flag(k, v) for k, v in (PRESET | method_flags).items())}",
+        f"preset {' '.join(run_plumbing.as_flag(k, v) for k, v in (preset | method_flags).items())}",
         flush=True,
     )
     try:

@@ -101,7 +101,7 @@ def test_learning_benchmark_trains_the_preset_prints_its_table_and_resumes(tmp_p
     run uses the preset, its table is read back from evaluations.csv, and a larger --frames
     extends the same run instead of starting again."""
 
-    def run(frames):
+    def run(frames, *flags):
         env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "OMP_NUM_THREADS": "1"}
         return subprocess.run(
             [
@@ -115,6 +115,7 @@ def test_learning_benchmark_trains_the_preset_prints_its_table_and_resumes(tmp_p
                 "400",
                 "--eval-episodes",
                 "1",
+                *flags,
             ],
             cwd=tmp_path,
             env=env,
@@ -132,6 +133,10 @@ def test_learning_benchmark_trains_the_preset_prints_its_table_and_resumes(tmp_p
     out = run(1200)
     assert "resumed at step 100" in out
     assert [int(f) for f, _ in re.findall(r"^\s+(\d+)\s+(\d+\.\d) \+-\s+0\.0$", out, re.M)] == [400, 800, 1200]
+    # The paper's depth (the cartpole-balance study's networks), SGQN, in a run folder of its own.
+    out = run(400, "--algorithm", "sgqn", "--network", "11x16")
+    assert "networks: 11 convs x 16 filters, projection 100, hidden 1024" in out
+    assert os.path.exists(tmp_path / "runs" / "learning" / "cartpole-balance__sgqn-11x16__1" / "evaluations.csv")
 
 
 def load_benchmark(name):
