@@ -576,7 +576,7 @@ def update_critic(agent, obs, action, reward, next_obs, not_done, args):
     (qf1_loss + qf2_loss + consistency).backward()
     agent.critic_optimizer.step()
     metrics |= {"losses/qf1_loss": qf1_loss.detach(), "losses/qf2_loss": qf2_loss.detach()}
-    return metrics | {"losses/qf1_values": q1.mean().detach()}
+    return metrics | {"losses/qf1_values": q1.mean().detach(), "losses/qf1_spread": q1.std().detach()}
 
 
 def update_aux(agent, obs, action, overlay_images, args):

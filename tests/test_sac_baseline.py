@@ -255,6 +255,8 @@ def test_update_with_two_shift_copies_against_a_hand_computation(monkeypatch):
     torch.manual_seed(1)
     metrics = sac.update(agent, batch, 0, args, -2.0)
     assert metrics["losses/qf1_loss"].item() == pytest.approx(((q1 - target) ** 2).mean().item(), rel=1e-6)
+    assert metrics["losses/qf1_values"].item() == pytest.approx(q1.mean().item(), rel=1e-6)
+    assert metrics["losses/qf1_spread"].item() == pytest.approx(q1.std().item(), rel=1e-5)  # over all 2B rows
     assert torch.equal(actor_obs[0], obs[:8])
 
 
@@ -369,6 +371,7 @@ def test_train_checkpoint_evaluate_resume(toy_envs, capsys):
         "charts/frames",
         "losses/qf1_loss",
         "losses/qf2_loss",
+        "losses/qf1_spread",
         "losses/actor_loss",
         "losses/alpha",
         "losses/alpha_loss",

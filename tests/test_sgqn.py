@@ -483,6 +483,7 @@ def test_sgqn_end_to_end_logs_saliency_checkpoints_and_resumes(toy_envs):
         "saliency/mask_iou",
         "saliency/mask_balanced_accuracy",
         "losses/qf1_loss",
+        "losses/qf1_spread",
         "losses/actor_loss",
         "eval/video_hard/episodic_return",
     ):
