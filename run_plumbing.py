@@ -252,7 +252,10 @@ def save_checkpoint(path, algorithm, agent, args, step, wall_time_s, buffer=None
 
 
 def load_checkpoint(path, algorithm):
-    """Read a checkpoint written by the script `algorithm`. Any problem is a one-line ConfigError."""
+    """Read a checkpoint written by the script `algorithm` (or by one of several: a tuple of names).
+    Any problem is a one-line ConfigError."""
+    accepted = (algorithm,) if isinstance(algorithm, str) else tuple(algorithm)
+    scripts = " or ".join(f"{name}.py" for name in accepted)
     if not os.path.isfile(path):
         raise envs.ConfigError(f"checkpoint not found: {path}")
     try:
@@ -261,10 +264,10 @@ def load_checkpoint(path, algorithm):
         written_by, _ = state["algorithm"], state["args"]["env_id"]
     except Exception as e:
         raise envs.ConfigError(
-            f"cannot read checkpoint {path} ({type(e).__name__}): is it a .pt file from this project?"
+            f"cannot read checkpoint {path} ({type(e).__name__}): is it a checkpoint of {scripts}?"
         ) from None
-    if written_by != algorithm:
-        raise envs.ConfigError(f"checkpoint {path} was written by {written_by}.py, not {algorithm}.py")
+    if written_by not in accepted:
+        raise envs.ConfigError(f"checkpoint {path} was written by {written_by}.py, not {scripts}")
     return state
 
 
@@ -773,7 +776,7 @@ def start_tracking(args, run_dir, resumed):
         name=args.run_name,
         id=run_id,
         resume="allow",
-        config={**dataclasses.asdict(args)},
+        config=dataclasses.asdict(args),
         sync_tensorboard=True,
         # Beside the run folders, not in one: W&B copies the event files into its folder, and a copy
         # inside the run folder (TensorBoard's logdir) would be synced again, from its first scalar.

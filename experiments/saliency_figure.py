@@ -72,9 +72,7 @@ class Args:
 
 
 def check_flags(flags):
-    """The flags' own checks, before the checkpoint is read (each a one-line envs.ConfigError)."""
-    if not os.path.isfile(flags.checkpoint):
-        raise envs.ConfigError(f"checkpoint not found: {flags.checkpoint}")
+    """The flags' own checks, before the checkpoint is read (each a one-line envs.ConfigError; a missing checkpoint is load_checkpoint's)."""
     if not flags.modes:
         raise envs.ConfigError(f"--modes is empty: give one or more of {' '.join(envs.ALL_MODES)}")
     for mode in flags.modes:
@@ -93,18 +91,9 @@ def check_flags(flags):
 
 
 def read_checkpoint(path):
-    """The checkpoint's state and the script that wrote it (imported). Read once, with torch.load: a
-    checkpoint with its replay buffer is GBs, and run_plumbing.load_checkpoint must be told the script."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        algorithm, _ = state["algorithm"], state["args"]["env_id"]
-    except Exception as e:
-        raise envs.ConfigError(
-            f"cannot read checkpoint {path} ({type(e).__name__}): is it a checkpoint of sgqn.py or sac_baseline.py?"
-        ) from None
-    if algorithm not in SCRIPTS:
-        raise envs.ConfigError(f"checkpoint {path} was written by {algorithm}.py, not sgqn.py or sac_baseline.py")
-    return state, importlib.import_module(algorithm)
+    """The checkpoint's state (read once: with its replay buffer it is GBs) and the script that wrote it (imported)."""
+    state = run_plumbing.load_checkpoint(path, SCRIPTS)
+    return state, importlib.import_module(state["algorithm"])
 
 
 def checkpoint_args(script, state, flags):
