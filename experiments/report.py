@@ -11,6 +11,8 @@ groups the runs by method (`exp_name`) and task (`env_id`), and writes into `--o
                        `--step`); an average row. Then per method and task: every mode, the
                        generalization gap (train - video_hard) and the wall time per finished run; one line
                        per run; and what was left out.
+  evaluations.md       every evaluation: per task and mode, a row per evaluated step, a column per
+                       method: the return (mean ± std over seeds) and the mask on the agent.
   aggregates.md        per mode, across tasks and seeds: IQM and mean of return / 1000 with 95%
                        stratified-bootstrap confidence intervals, and the probability of improvement
                        of each method over each other (Agarwal et al. 2021, with rliable).
@@ -28,7 +30,7 @@ groups the runs by method (`exp_name`) and task (`env_id`), and writes into `--o
 
 A run's `eval_checkpoint_step{N}.csv` (and `eval_checkpoint_step{N}_saliency.csv`) files (`--eval-checkpoint` evaluations of its checkpoints,
 made after training, e.g. on modes it did not evaluate while training) fill the modes and steps its
-`evaluations.csv` lacks; its own evaluations count where it has both. Partial sweeps (runs still
+`evaluations.csv` lacks; where it has both, the one with more episodes counts (its own on a tie). Partial sweeps (runs still
 going, unequal seeds, missing modes, runs without evaluations yet, malformed files) are reported as
 far as they go, with one line for each thing left out, or taken from elsewhere, and why.
 """
@@ -138,9 +140,9 @@ def read_evaluations(path: Path, name: str) -> tuple[dict | None, dict, list[str
 
 def read_saliency(folder: Path, name: str) -> tuple[dict, dict, list[str]]:
     """{mode: {step: (mask_on_agent, agent_share)}} and {step: frames} from a run's saliency.csv, its
-    checkpoints' eval_checkpoint_step{N}_saliency.csv filling the (mode, step) pairs it lacks; and
-    one line for each file or line left out."""
-    saliency, frames, notes = {}, {}, []
+    checkpoints' eval_checkpoint_step{N}_saliency.csv filling the (mode, step) pairs it lacks (or
+    measured on fewer images); and one line for each file or line left out."""
+    saliency, frames, notes, images = {}, {}, [], {}  # images: {(mode, step): images measured}
     for path in [folder / "saliency.csv"] + sorted(folder.glob("eval_checkpoint_step*_saliency.csv")):
         if not path.exists():
             continue
@@ -152,17 +154,31 @@ def read_saliency(folder: Path, name: str) -> tuple[dict, dict, list[str]]:
         for row in (text.split(",") for text in lines[1:]):
             try:
                 step, frame, mode, on_agent, share = int(row[0]), int(row[1]), row[2], float(row[3]), float(row[4])
-                if len(row) != 6 or not mode or not (0 <= on_agent <= 1 and 0 <= share <= 1):
+                count = int(row[5])
+                if len(row) != 6 or not mode or not (0 <= on_agent <= 1 and 0 <= share <= 1) or count < 1:
                     raise ValueError
             except (ValueError, IndexError):
                 bad += 1
                 continue
-            if step not in saliency.get(mode, {}):  # the run's own measurement first
+            if count > images.get((mode, step), 0):  # the measurement on more images; the run's own on a tie
                 saliency.setdefault(mode, {})[step] = (on_agent, share)
-                frames[step] = frame
+                frames[step], images[mode, step] = frame, count
         if bad:
             notes.append(f"ignored {bad} malformed line(s) of {name}/{path.name}")
     return saliency, frames, notes
+
+
+def episode_counts(episodes: dict) -> dict:
+    """{(mode, step): number of episodes} of {(mode, step, episode): return}."""
+    counts = {}
+    for mode, step, _ in episodes:
+        counts[mode, step] = counts.get((mode, step), 0) + 1
+    return counts
+
+
+def mode_order(modes) -> list[str]:
+    """`modes` in envs.ALL_MODES order, then any other alphabetically."""
+    return [m for m in envs.ALL_MODES if m in modes] + sorted(set(modes) - set(envs.ALL_MODES))
 
 
 def read_run(folder: Path, name: str) -> tuple[Run | None, list[str]]:
@@ -186,17 +202,25 @@ def read_run(folder: Path, name: str) -> tuple[Run | None, list[str]]:
             notes.append(f"ignored {name}/{extra_notes[0]}")
             continue
         notes += extra_notes
-        evaluated = {(mode, step) for mode, step, _ in episodes}
-        added = {(mode, step) for mode, step, _ in extra} - evaluated
-        episodes |= {key: ret for key, ret in extra.items() if key[:2] in added}
-        frames |= {step: extra_frames[step] for _, step in added}
-        for step in sorted({step for _, step in added}):
-            modes = [mode for mode in envs.MODES if (mode, step) in added] + sorted(
-                m for m, s in added if s == step and m not in envs.MODES
-            )
-            notes.append(
-                f"took {', '.join(modes)} at step {step} of {name} from {path.name} (its checkpoint, evaluated after training)"
-            )
+        # Where both evaluated a mode at a step, the one with more episodes counts (the run's own on a
+        # tie): a final checkpoint is typically evaluated with more episodes than the training-time checks.
+        evaluated, offered = episode_counts(episodes), episode_counts(extra)
+        added = {pair for pair in offered if pair not in evaluated}
+        replaced = {pair for pair in offered if offered[pair] > evaluated.get(pair, offered[pair])}
+        episodes = {key: ret for key, ret in episodes.items() if key[:2] not in replaced}
+        episodes |= {key: ret for key, ret in extra.items() if key[:2] in added | replaced}
+        frames |= {step: extra_frames[step] for _, step in added | replaced}
+        for step in sorted({step for _, step in added | replaced}):
+            took = ", ".join(mode_order({m for m, s in added if s == step}))
+            if took:
+                notes.append(
+                    f"took {took} at step {step} of {name} from {path.name} (its checkpoint, evaluated after training)"
+                )
+            for mode in mode_order({m for m, s in replaced if s == step}):
+                notes.append(
+                    f"took {mode} at step {step} of {name} from {path.name}: its {offered[mode, step]} episodes "
+                    f"in place of the run's own {evaluated[mode, step]}"
+                )
     if not episodes:
         return None, notes + [f"skipped {name}: no evaluations yet"]
     returns = {}
@@ -257,9 +281,8 @@ def load_runs(*runs_dirs: Path) -> tuple[list[Run], list[str]]:
 
 
 def ordered_modes(runs: list[Run]) -> list[str]:
-    """Modes found, in envs.MODES order, then any other mode alphabetically."""
-    found = {mode for run in runs for mode in run.returns}
-    return [m for m in envs.MODES if m in found] + sorted(found - set(envs.MODES))
+    """Modes found, in envs.ALL_MODES order, then any other mode alphabetically."""
+    return mode_order({mode for run in runs for mode in run.returns})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,13 +365,18 @@ def frames_text(frames: int) -> str:
     return f"{frames / 1e6:g}M" if frames >= 1_000_000 else f"{frames / 1e3:g}k" if frames >= 1000 else str(frames)
 
 
+def share_text(values: np.ndarray) -> str:
+    """'mean ± std% (chance%)' of (mask_on_agent, agent_share) rows, one per seed (sample std, ddof=1)."""
+    spread = f" ± {100 * values[:, 0].std(ddof=1):.0f}" if len(values) > 1 else ""
+    return f"{100 * values[:, 0].mean():.0f}{spread}% ({100 * values[:, 1].mean():.0f}%)"
+
+
 def saliency_table(runs: list[Run], step: int | None) -> list[str]:
     """Lines of table.md on where the critic's saliency mask lands: per method, task and mode, the
-    share of the mask on the agent against the agent's share of the image (chance), mean over the
-    seeds, at `step` or at the last step every run of the method and task measured."""
+    share of the mask on the agent against the agent's share of the image (chance), mean ± std over
+    the seeds, at `step` or at the last step every run of the method and task measured."""
     rows = []
-    modes = [m for m in envs.ALL_MODES if any(m in r.saliency for r in runs)]
-    modes += sorted({m for r in runs for m in r.saliency} - set(modes))
+    modes = mode_order({m for r in runs for m in r.saliency})
     for (env_id, method), group in itertools.groupby(runs, key=lambda r: (r.env_id, r.method)):
         group = [r for r in group if r.saliency]
         measured = set.intersection(*(set().union(*r.saliency.values()) for r in group)) if group else set()
@@ -360,7 +388,7 @@ def saliency_table(runs: list[Run], step: int | None) -> list[str]:
         cells = []
         for mode in modes:
             values = np.array([r.saliency[mode][at] for r in group if at in r.saliency.get(mode, {})])
-            cells.append(f"{100 * values[:, 0].mean():.0f}% ({100 * values[:, 1].mean():.0f}%)" if len(values) else "n/a")
+            cells.append(share_text(values) if len(values) else "n/a")
         rows.append([method, env_id, str(len(group)), f"{at} ({frames_text(group[0].frames.get(at, 0))})"] + cells)
     if not rows:
         return []
@@ -369,7 +397,7 @@ def saliency_table(runs: list[Run], step: int | None) -> list[str]:
         "",
         "Share of the critic's saliency mask (guided backprop of Q1 at the policy's action, kept at rho, per",
         "stacked frame) that falls on the agent (the renderer's segmentation: what video_hard keeps), mean",
-        "over seeds; in brackets the agent's share of the image, which a mask blind to the agent would get.",
+        "± std over seeds; in brackets the agent's share of the image, which a mask blind to the agent would get.",
         "",
         markdown_table(["method", "task", "runs", "step (frames)"] + modes, rows),
         "",
@@ -468,6 +496,41 @@ def results_tables(runs: list[Run], cells: dict, messages: list[str], step: int 
         "",
     ]
     text += ["## Left out and notes", ""] + ([f"- {line}" for line in messages] or ["- nothing"]) + [""]
+    return "\n".join(text)
+
+
+def every_evaluation_tables(runs: list[Run]) -> str:
+    """evaluations.md: per task and mode, a row per evaluated step and a column per method: the
+    return (mean ± std over seeds, seeds in brackets) and, where measured, the mask on the agent."""
+    text = [
+        "# Every evaluation",
+        "",
+        "Per task and mode, at every step some run evaluated it: the evaluation return, mean ± std over",
+        "seeds of each seed's mean over its episodes (seeds in brackets), then the share of the critic's",
+        "saliency mask on the agent, mean ± std over seeds (the agent's share of the image in brackets).",
+        "A cell counts the runs that evaluated there.",
+        "",
+    ]
+    for env_id in sorted({r.env_id for r in runs}):
+        task_runs = [r for r in runs if r.env_id == env_id]
+        methods = sorted({r.method for r in task_runs})
+        for title, of_run, cell in (
+            ("return", lambda r: r.returns, lambda r, mode, step: r.returns[mode][step].mean()),
+            ("mask on the agent", lambda r: r.saliency, lambda r, mode, step: r.saliency[mode][step]),
+        ):
+            for mode in mode_order({m for r in task_runs for m in of_run(r)}):
+                have = [m for m in methods if any(mode in of_run(r) for r in task_runs if r.method == m)]
+                steps = sorted(set().union(*(of_run(r).get(mode, {}) for r in task_runs)))
+                rows = []
+                for step in steps:
+                    frames = next(r.frames[step] for r in task_runs if step in r.frames)
+                    row = [f"{step} ({frames_text(frames)})"]
+                    for m in have:
+                        group = [r for r in task_runs if r.method == m and step in of_run(r).get(mode, {})]
+                        values = np.array([cell(r, mode, step) for r in group])
+                        row.append("" if not group else mean_std(values) if title == "return" else share_text(values))
+                    rows.append(row)
+                text += [f"## {env_id}, {mode}: {title}", "", markdown_table(["step (frames)"] + have, rows), ""]
     return "\n".join(text)
 
 
@@ -745,6 +808,7 @@ def main(args: Args) -> None:
     aggregates = aggregates_text(scores, pois, cells, args.reps, args.seed)
     (out / "table.md").write_text(table)
     (out / "aggregates.md").write_text(aggregates)
+    (out / "evaluations.md").write_text(every_evaluation_tables(runs))
     print("\n" + table + "\n" + aggregates)
 
     methods = sorted({r.method for r in runs})
@@ -755,7 +819,7 @@ def main(args: Args) -> None:
         + ([plot_aggregates(scores, colors, out)] if scores else [])
     )
     print(
-        f"wrote {out / 'table.md'}, {out / 'aggregates.md'} and {len(plots)} plots "
+        f"wrote {out / 'table.md'}, {out / 'aggregates.md'}, {out / 'evaluations.md'} and {len(plots)} plots "
         f"({', '.join(p.name for p in plots)}) in {time.time() - start:.0f} s"
     )
 

@@ -238,16 +238,17 @@ def test_step_flag_reports_that_step_and_leaves_out_runs_without_it(sweep):
 
 
 def test_checkpoint_evaluations_fill_the_modes_a_run_did_not_evaluate(tmp_path):
-    """A run evaluated on train only while training, whose final checkpoint was evaluated on every
-    mode afterwards (`--eval-checkpoint` writes eval_checkpoint_step{N}.csv beside it): the report
-    takes the modes it lacks at that step from there, and keeps its own evaluations where it has them."""
+    """A run evaluated on train and video_hard only while training (4 episodes), whose final checkpoint
+    was evaluated on every mode afterwards (`--eval-checkpoint` writes eval_checkpoint_step{N}.csv
+    beside it): the report takes the modes it lacks at that step from there, and where it has both,
+    the evaluation with more episodes: the checkpoint's 10 episodes of train, but its own 4 of
+    video_hard, which the checkpoint also evaluated with 4 only."""
     rng = np.random.default_rng(3)
     steps = [1000, 2000, 3000]
-    trained = write_run(
-        tmp_path, "a", "drq", "cartpole-swingup", 1, eval_rows(rng, "drq", "cartpole-swingup", steps, modes=("train",))
-    )
+    own = eval_rows(rng, "drq", "cartpole-swingup", steps, modes=("train", "video_hard"))
+    trained = write_run(tmp_path, "a", "drq", "cartpole-swingup", 1, own)
     write_run(tmp_path, "b", "drq", "cartpole-swingup", 2, eval_rows(rng, "drq", "cartpole-swingup", steps))
-    later = {mode: [100.0 * i + ep for ep in range(10)] for i, mode in enumerate(MODES)}  # 10 episodes, not 4
+    later = {mode: [100.0 * i + ep for ep in range(10 if mode != "video_hard" else 4)] for i, mode in enumerate(MODES)}
     with open(trained / "eval_checkpoint_step3000.csv", "w") as f:
         f.write("step,frames,mode,episode,return\n")
         f.writelines(f"3000,24000,{mode},{ep},{ret}\n" for mode in MODES for ep, ret in enumerate(later[mode]))
@@ -255,19 +256,24 @@ def test_checkpoint_evaluations_fill_the_modes_a_run_did_not_evaluate(tmp_path):
     runs, messages = report.load_runs(tmp_path)
     run = runs[0]
     assert sorted(run.returns) == sorted(MODES) and run.frames[3000] == 24000
-    for mode in MODES[1:]:
+    for mode in ("color_easy", "color_hard", "video_easy"):
         assert set(run.returns[mode]) == {3000}
         np.testing.assert_array_equal(run.returns[mode][3000], later[mode])
-    assert run.returns["train"][3000].tolist() != later["train"] and len(run.returns["train"][3000]) == 4  # its own
+    np.testing.assert_array_equal(run.returns["train"][3000], later["train"])  # 10 episodes against 4
+    own_hard = [ret for step, mode, _, ret in own if (step, mode) == (3000, "video_hard")]
+    np.testing.assert_array_equal(run.returns["video_hard"][3000], own_hard)  # 4 against 4: its own
+    assert run.returns["train"][2000].tolist() == [ret for step, mode, _, ret in own if (step, mode) == (2000, "train")]
     assert messages == [
         "ignored a/eval_checkpoint_step2000.csv starts with 'mode,return', expected 'step,frames,mode,episode,return'",
-        "took color_easy, color_hard, video_easy, video_hard at step 3000 of a from eval_checkpoint_step3000.csv "
+        "took color_easy, color_hard, video_easy at step 3000 of a from eval_checkpoint_step3000.csv "
         "(its checkpoint, evaluated after training)",
+        "took train at step 3000 of a from eval_checkpoint_step3000.csv: its 10 episodes in place of the run's own 4",
     ]
     cells, _ = report.make_cells(runs)
-    for mode in MODES[1:]:
+    for mode in MODES:
         assert cells["cartpole-swingup", "drq", mode].step == 3000
-        assert cells["cartpole-swingup", "drq", mode].means[0] == np.mean(later[mode])
+        assert cells["cartpole-swingup", "drq", mode].means[0] == np.mean(run.returns[mode][3000])
+    assert cells["cartpole-swingup", "drq", "train"].means[0] == np.mean(later["train"])
 
 
 def test_several_runs_dirs_are_read_as_one(tmp_path):
@@ -429,6 +435,28 @@ def test_wall_time_per_run_counts_finished_runs_only(tmp_path):
     assert per_method.rstrip(" |").endswith("3.0 h (1 of 2 runs)")
 
 
+def test_every_evaluation_table_holds_each_step_of_each_method(sweep):
+    """evaluations.md: per task and mode, a row per evaluated step, a column per method, each cell
+    mean ± std over the seeds that evaluated there, from their CSVs; no saliency section without saliency files."""
+    runs, _ = report.load_runs(sweep)
+    text = report.every_evaluation_tables(runs)
+    section = text.split("## walker-walk, video_hard: return")[1].split("##")[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("|")]
+    assert rows[0] == ["step (frames)", "drq", "sgqn"]
+    assert [r[0] for r in rows[2:]] == ["0 (0)", "1000 (4k)", "2000 (8k)", "3000 (12k)"]  # walker: action repeat 4
+    for row, step in zip(rows[2:], [0, 1000, 2000, 3000]):
+        for cell, method in zip(row[1:], ["drq", "sgqn"]):
+            seeds = [1, 2] if method == "drq" or step == 3000 else [1, 2, 3]  # sgqn walker seed 3 stopped at 2000
+            means = np.array(
+                [cell_means(sweep / "sweep", f"walker-walk__{method}__{seed}", "video_hard", step) for seed in seeds]
+            )
+            assert cell == f"{means.mean():.0f} ± {means.std(ddof=1):.0f} ({len(seeds)})", (step, method)
+    train = text.split("## walker-walk, train: return")[1].split("##")[0]
+    last = [[c.strip() for c in line.strip("|").split("|")] for line in train.splitlines() if line.startswith("| 3000")]
+    assert last[0][1].endswith("(3)")  # drq walker seed 3 evaluated train only
+    assert text.count(": return\n") == 2 * len(MODES) and "mask on the agent" not in text.split("A cell counts")[1]
+
+
 def test_cli_writes_table_aggregates_and_readable_plots(sweep, tmp_path):
     out = tmp_path / "report"
     result = subprocess.run(
@@ -440,6 +468,7 @@ def test_cli_writes_table_aggregates_and_readable_plots(sweep, tmp_path):
     assert result.returncode == 0, result.stderr
     table, aggregates = (out / "table.md").read_text(), (out / "aggregates.md").read_text()
     assert table in result.stdout and aggregates in result.stdout
+    assert (out / "evaluations.md").read_text() == report.every_evaluation_tables(report.load_runs(sweep)[0])
     assert "skipped sweep/just-started: no evaluations yet" in result.stdout
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in aggregates.splitlines() if line.startswith("|")]
     assert [r[:4] for r in rows if r[0] == "video_hard" and len(r) == 6] == [
@@ -520,12 +549,17 @@ def test_saliency_on_the_agent_is_read_tabled_and_plotted(tmp_path):
         if (method, seed) == ("sgqn", 2):  # step 2000 from its checkpoint's evaluation after training
             write_saliency(folder, "eval_checkpoint_step2000_saliency.csv", [r for r in rows if r[0] == 2000])
             rows = [r for r in rows if r[0] == 1000] + [(1000, 8000, "train", 1.5, 0.04, 8), ("x",)]
+        if (method, seed) == ("drq", 1):  # measured again on more images: that measurement counts
+            write_saliency(folder, "eval_checkpoint_step2000_saliency.csv", [(2000, 16000, "train", 0.30, 0.04, 24)])
+        if (method, seed) == ("drq", 2):  # measured again on as many images: its own counts
+            write_saliency(folder, "eval_checkpoint_step2000_saliency.csv", [(2000, 16000, "video_hard", 0.9, 0.04, 8)])
         write_saliency(folder, "saliency.csv", rows)
     runs, messages = report.load_runs(tmp_path)
     assert not any("starts with" in line for line in messages)  # a _saliency.csv is not read as episode returns
     by_name = {r.name: r for r in runs}
     assert by_name["sgqn2"].saliency["video_hard"] == {1000: (0.35, 0.04), 2000: (0.70, 0.04)}
-    assert by_name["drq1"].saliency["train"][1000] == (0.05, 0.04)
+    assert by_name["drq1"].saliency["train"] == {1000: (0.05, 0.04), 2000: (0.30, 0.04)}
+    assert by_name["drq2"].saliency["video_hard"][2000] == (0.20, 0.04)
     assert "ignored 2 malformed line(s) of sgqn2/saliency.csv" in messages
     cells, _ = report.make_cells(runs)
     table = report.results_tables(runs, cells, [])
@@ -533,12 +567,16 @@ def test_saliency_on_the_agent_is_read_tabled_and_plotted(tmp_path):
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("|")]
     assert rows[0] == ["method", "task", "runs", "step (frames)", "train", "video_hard"]
     assert rows[2:] == [
-        ["drq", "cartpole-swingup", "2", "2000 (16k)", "15% (4%)", "15% (4%)"],
-        ["sgqn", "cartpole-swingup", "2", "2000 (16k)", "66% (4%)", "66% (4%)"],
+        ["drq", "cartpole-swingup", "2", "2000 (16k)", "25 ± 7% (4%)", "15 ± 7% (4%)"],  # std of 0.3, 0.2: 0.07
+        ["sgqn", "cartpole-swingup", "2", "2000 (16k)", "66 ± 6% (4%)", "66 ± 6% (4%)"],
     ]
     at_first = report.results_tables(runs, cells, [], step=1000).split("## Where the saliency lands")[1].split("##")[0]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in at_first.splitlines() if line.startswith("|")]
-    assert rows[-1] == ["sgqn", "cartpole-swingup", "2", "1000 (8k)", "33% (4%)", "33% (4%)"]  # (0.31 + 0.35) / 2
+    assert rows[-1] == ["sgqn", "cartpole-swingup", "2", "1000 (8k)", "33 ± 3% (4%)", "33 ± 3% (4%)"]  # (0.31 + 0.35) / 2
+    every = report.every_evaluation_tables(runs).split("## cartpole-swingup, train: mask on the agent")[1].split("##")[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in every.splitlines() if line.startswith("|")]
+    assert rows[0] == ["step (frames)", "drq", "sgqn"]
+    assert rows[2:] == [["1000 (8k)", "8 ± 4% (4%)", "33 ± 3% (4%)"], ["2000 (16k)", "25 ± 7% (4%)", "66 ± 6% (4%)"]]
     paths = report.plot_saliency(runs, {"drq": "C0", "sgqn": "C1"}, tmp_path)
     assert [p.name for p in paths] == ["saliency_cartpole-swingup.png"]
     image = np.asarray(Image.open(paths[0]).convert("RGB"))
