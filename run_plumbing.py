@@ -819,15 +819,18 @@ def end_evaluation(args, state, returns, saliency, signum, *to_close):
 # Processes and memory
 # ---------------------------------------------------------------------------------------------
 def make_eval_envs(args, seed):
-    """One env per evaluated mode, each seeded with its own word of `seed` (a SeedSequence), each in
+    """One env per evaluated mode, each seeded with its own word of `seed` (a SeedSequence): the word at
+    the mode's place in envs.ALL_MODES, so that a mode plays the same episodes whichever modes are
+    evaluated beside it (--eval-modes train video_hard while training, all five at the end). Each in
     its own worker process so that the modes render in parallel on spare cores (spawned, so each
     worker makes its own GL context). The workers start with the stop signals blocked and then
     ignore them (envs.quiet_worker): a Ctrl-C reaches the whole process group, and the parent
     stops them itself. Their start takes a while (each imports torch and builds its env): the
     console gets a line every QUIET_SECONDS meanwhile."""
+    words = seed.generate_state(len(envs.ALL_MODES))
     env_fns = [
-        functools.partial(envs.make_env, args.env_id, int(mode_seed), mode, **env_flags(args, mode))
-        for mode, mode_seed in zip(args.eval_modes, seed.generate_state(len(args.eval_modes)))
+        functools.partial(envs.make_env, args.env_id, int(words[envs.ALL_MODES.index(mode)]), mode, **env_flags(args, mode))
+        for mode in args.eval_modes
     ]
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, envs.STOP_SIGNALS)
     try:

@@ -1,5 +1,6 @@
 """sac_baseline.py: each piece against an independent computation, then end to end on the toy task."""
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -433,7 +434,8 @@ def test_bf16_burst_trains_the_current_weights(toy_envs):
 
 def test_batched_evaluation_equals_a_direct_rollout_per_mode(toy_envs):
     """The modes' envs run in worker processes and step together: each mode's returns must be
-    those of its own env, seeded as run_plumbing.make_eval_envs seeds it, stepped alone."""
+    those of its own env, seeded as run_plumbing.make_eval_envs seeds it (the word at the mode's
+    place in ALL_MODES), stepped alone; and a mode evaluated alone plays the same episodes."""
     torch.manual_seed(0)
     args = tiny_args(env_id="toy-reach_distract", eval_modes=("train", "color_hard", "video_easy"), eval_episodes=2, seed=5)
     agent = sac.make_agent((9, 32, 32), 2, args, "cpu")
@@ -442,7 +444,8 @@ def test_batched_evaluation_equals_a_direct_rollout_per_mode(toy_envs):
     returns, first_obs, _ = sac.evaluate(agent, eval_envs, args, "cpu", 0.98)
     eval_envs.close()
     for i, mode in enumerate(args.eval_modes):
-        env, expected = toy_task.make_toy_env(args.env_id, int(seed.generate_state(3)[i]), mode), []
+        word = seed.generate_state(len(sac.envs.ALL_MODES))[sac.envs.ALL_MODES.index(mode)]
+        env, expected = toy_task.make_toy_env(args.env_id, int(word), mode), []
         for _ in range(2):
             obs, _ = env.reset()
             if not expected:
@@ -454,6 +457,12 @@ def test_batched_evaluation_equals_a_direct_rollout_per_mode(toy_envs):
             expected.append(total)
         np.testing.assert_allclose(returns[mode], expected, rtol=1e-6)
     assert len({r.sum() for r in returns.values()}) == 3  # the modes really differ
+    alone = dataclasses.replace(args, eval_modes=("video_easy",))
+    eval_envs = run_plumbing.make_eval_envs(alone, np.random.SeedSequence(5))
+    returns_alone, first_alone, _ = sac.evaluate(agent, eval_envs, alone, "cpu", 0.98)
+    eval_envs.close()
+    np.testing.assert_array_equal(first_alone[0], first_obs[2])
+    np.testing.assert_allclose(returns_alone["video_easy"], returns["video_easy"], rtol=1e-6)
 
 
 def test_checkpoint_errors_are_one_line(toy_envs, tmp_path):
