@@ -18,13 +18,15 @@ The figure has a row per mode, at agent step --step (0: the first observation):
   on the agent, red off it, the agent's pixels outside the mask blue, over the frame dimmed.
 A row's title gives the share of the mask on the agent in that frame and over the episode (every
 observation, each of its stacked frames, as saliency.csv counts them), each against chance (the
-agent's share of the image). A table of the same is printed: mode, return of the episode, mask
+agent's share of the image). A table of the same is printed, and written as CSV beside the
+picture (same name, .csv: the numbers to aggregate over seeds): mode, return of the episode, mask
 on agent in the shown frame and over the episode, chance in both, images measured.
 
 Bad input (a missing or foreign checkpoint, an unknown mode, a bad flag) is one `error:` line on
 stderr, exit status 1 (as the training scripts), before the episode starts.
 """
 
+import csv
 import dataclasses
 import importlib
 import os
@@ -60,7 +62,7 @@ class Args:
     out: Optional[str] = None
     """picture to write (.png, .pdf, .svg); default: saliency_figure_step{N}.png beside the checkpoint"""
     modes: tuple[str, ...] = ("train", "color_hard", "video_hard")
-    """modes to play one episode of, a row each, in this order (their eval seeds depend on the order, as in --eval-modes)"""
+    """modes to play one episode of, a row each, in this order (each with its own eval seed, as in --eval-modes)"""
     step: int = 60
     """agent step of the episode whose observation the row shows (0: the first observation)"""
     video_easy_dir: Optional[str] = None
@@ -220,6 +222,27 @@ def results_table(rows, step):
     return "\n".join(lines)
 
 
+CSV_COLUMNS = (
+    "mode",
+    "return",
+    "mask_on_agent_shown",
+    "agent_share_shown",
+    "mask_on_agent_episode",
+    "agent_share_episode",
+    "images",
+)
+
+
+def write_csv(path, rows):
+    """The table as CSV (shares as fractions, full precision): a line per mode."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_COLUMNS)
+        for row in rows:
+            (on_shown, chance_shown, _), (on_episode, chance_episode, images) = row.shown, row.episode
+            writer.writerow([row.mode, row.episode_return, on_shown, chance_shown, on_episode, chance_episode, images])
+
+
 def main(argv=None):
     """Draw the figure, print its table and return its Rows. Bad input raises envs.ConfigError before the episode starts."""
     flags, _ = run_plumbing.parse_cli(Args, argv)
@@ -266,8 +289,10 @@ def main(argv=None):
     figure = draw_figure(header, rows, flags.step, quantile)
     figure.savefig(out)
     plt.close(figure)
+    table = os.path.splitext(out)[0] + ".csv"
+    write_csv(table, rows)
     print(results_table(rows, flags.step))
-    print(f"wrote {out}")
+    print(f"wrote {out} and {table}")
     return rows
 
 

@@ -2,6 +2,7 @@
 both scripts: its numbers against the same episode replayed here with the scripts' own functions and
 against --eval-checkpoint's first episode, the mask panel, the PNG's layout, and bad input."""
 
+import csv
 import math
 import os
 import subprocess
@@ -52,9 +53,9 @@ def replay(module, checkpoint):
     agent = module.make_agent((9, IMAGE, IMAGE), 2, args, torch.device("cpu"))
     run_plumbing.restore(agent, state)
     eval_seed = np.random.SeedSequence(args.seed, spawn_key=(0,)).spawn(4)[2]
+    words = eval_seed.generate_state(len(envs.ALL_MODES))  # a mode's word: its place in ALL_MODES
     mode_envs = [
-        toy_task.make_toy_env("toy-reach", int(seed), mode, image_size=IMAGE)
-        for mode, seed in zip(MODES, eval_seed.generate_state(len(MODES)))
+        toy_task.make_toy_env("toy-reach", int(words[envs.ALL_MODES.index(mode)]), mode, image_size=IMAGE) for mode in MODES
     ]
     obs = np.stack([env.reset(options={"track_agent": True})[0] for env in mode_envs])
     returns, counts, shown = np.zeros(len(MODES)), 0, None
@@ -108,7 +109,15 @@ def test_figure_numbers_are_the_scripts_own_on_the_eval_episode(toy_envs, module
         assert row.shown == ((mask & agent_square).sum() / kept, 16 / 1024, 1)
         assert row.episode[1] == 16 / 1024 and 0 <= row.shown[0] <= 1 and 0 <= row.episode[0] <= 1
         assert lines[row.mode] == table_line(row.mode, returns[i], row.shown, row.episode)
-    assert printed.splitlines()[-1] == f"wrote {png}"
+    table = png[: -len(".png")] + ".csv"
+    assert printed.splitlines()[-1] == f"wrote {png} and {table}"
+    with open(table) as f:
+        written = list(csv.reader(f))
+    assert written[0] == list(saliency_figure.CSV_COLUMNS)
+    for line, row, i in zip(written[1:], rows, range(len(rows)), strict=True):
+        assert line[0] == row.mode and float(line[1]) == returns[i]
+        assert [float(v) for v in line[2:4]] == list(row.shown[:2]) and [float(v) for v in line[4:6]] == list(row.episode[:2])
+        assert int(line[6]) == 150
 
     # The PNG: a row of three panels per mode at the layout's size; the mask panel holds the mask's pixels.
     image = np.asarray(Image.open(png).convert("RGB"))
