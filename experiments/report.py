@@ -216,10 +216,12 @@ def read_run(folder: Path, name: str) -> tuple[Run | None, list[str]]:
                 notes.append(
                     f"took {took} at step {step} of {name} from {path.name} (its checkpoint, evaluated after training)"
                 )
-            for mode in mode_order({m for m, s in replaced if s == step}):
+            counts = {(offered[pair], evaluated[pair]) for pair in replaced if pair[1] == step}
+            for more, fewer in sorted(counts):  # one line per pair of episode counts
+                modes = mode_order({m for m, s in replaced if s == step and (offered[m, s], evaluated[m, s]) == (more, fewer)})
                 notes.append(
-                    f"took {mode} at step {step} of {name} from {path.name}: its {offered[mode, step]} episodes "
-                    f"in place of the run's own {evaluated[mode, step]}"
+                    f"took {', '.join(modes)} at step {step} of {name} from {path.name}: its {more} episodes "
+                    f"in place of the run's own {fewer}"
                 )
     if not episodes:
         return None, notes + [f"skipped {name}: no evaluations yet"]

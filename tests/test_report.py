@@ -238,14 +238,14 @@ def test_step_flag_reports_that_step_and_leaves_out_runs_without_it(sweep):
 
 
 def test_checkpoint_evaluations_fill_the_modes_a_run_did_not_evaluate(tmp_path):
-    """A run evaluated on train and video_hard only while training (4 episodes), whose final checkpoint
-    was evaluated on every mode afterwards (`--eval-checkpoint` writes eval_checkpoint_step{N}.csv
+    """A run evaluated on train, color_easy and video_hard only while training (4 episodes), whose final
+    checkpoint was evaluated on every mode afterwards (`--eval-checkpoint` writes eval_checkpoint_step{N}.csv
     beside it): the report takes the modes it lacks at that step from there, and where it has both,
-    the evaluation with more episodes: the checkpoint's 10 episodes of train, but its own 4 of
-    video_hard, which the checkpoint also evaluated with 4 only."""
+    the evaluation with more episodes: the checkpoint's 10 episodes of train and color_easy (one note
+    for both), but its own 4 of video_hard, which the checkpoint also evaluated with 4 only."""
     rng = np.random.default_rng(3)
     steps = [1000, 2000, 3000]
-    own = eval_rows(rng, "drq", "cartpole-swingup", steps, modes=("train", "video_hard"))
+    own = eval_rows(rng, "drq", "cartpole-swingup", steps, modes=("train", "color_easy", "video_hard"))
     trained = write_run(tmp_path, "a", "drq", "cartpole-swingup", 1, own)
     write_run(tmp_path, "b", "drq", "cartpole-swingup", 2, eval_rows(rng, "drq", "cartpole-swingup", steps))
     later = {mode: [100.0 * i + ep for ep in range(10 if mode != "video_hard" else 4)] for i, mode in enumerate(MODES)}
@@ -256,18 +256,18 @@ def test_checkpoint_evaluations_fill_the_modes_a_run_did_not_evaluate(tmp_path):
     runs, messages = report.load_runs(tmp_path)
     run = runs[0]
     assert sorted(run.returns) == sorted(MODES) and run.frames[3000] == 24000
-    for mode in ("color_easy", "color_hard", "video_easy"):
+    for mode in ("color_hard", "video_easy"):
         assert set(run.returns[mode]) == {3000}
         np.testing.assert_array_equal(run.returns[mode][3000], later[mode])
-    np.testing.assert_array_equal(run.returns["train"][3000], later["train"])  # 10 episodes against 4
+    for mode in ("train", "color_easy"):  # 10 episodes against 4
+        np.testing.assert_array_equal(run.returns[mode][3000], later[mode])
     own_hard = [ret for step, mode, _, ret in own if (step, mode) == (3000, "video_hard")]
     np.testing.assert_array_equal(run.returns["video_hard"][3000], own_hard)  # 4 against 4: its own
     assert run.returns["train"][2000].tolist() == [ret for step, mode, _, ret in own if (step, mode) == (2000, "train")]
     assert messages == [
         "ignored a/eval_checkpoint_step2000.csv starts with 'mode,return', expected 'step,frames,mode,episode,return'",
-        "took color_easy, color_hard, video_easy at step 3000 of a from eval_checkpoint_step3000.csv "
-        "(its checkpoint, evaluated after training)",
-        "took train at step 3000 of a from eval_checkpoint_step3000.csv: its 10 episodes in place of the run's own 4",
+        "took color_hard, video_easy at step 3000 of a from eval_checkpoint_step3000.csv (its checkpoint, evaluated after training)",
+        "took train, color_easy at step 3000 of a from eval_checkpoint_step3000.csv: its 10 episodes in place of the run's own 4",
     ]
     cells, _ = report.make_cells(runs)
     for mode in MODES:
