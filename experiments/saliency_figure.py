@@ -2,6 +2,7 @@
 
     python experiments/saliency_figure.py runs/<run>/checkpoint.pt
     python experiments/saliency_figure.py CHECKPOINT --out walker_sgqn.png --modes train color_hard video_hard --step 60
+    python experiments/saliency_figure.py CHECKPOINT --episodes 10   # the mask measured over 10 episodes per mode
 
 Loads a checkpoint of sgqn.py or sac_baseline.py (its saved args say which script, task and
 networks) and plays one episode per mode, the first episode that `python <script>.py
@@ -18,9 +19,13 @@ The figure has a row per mode, at agent step --step (0: the first observation):
   on the agent, red off it, the agent's pixels outside the mask blue, over the frame dimmed.
 A row's title gives the share of the mask on the agent in that frame and over the episode (every
 observation, each of its stacked frames, as saliency.csv counts them), each against chance (the
-agent's share of the image). A table of the same is printed, and written as CSV beside the
-picture (same name, .csv: the numbers to aggregate over seeds): mode, return of the episode, mask
-on agent in the shown frame and over the episode, chance in both, images measured.
+agent's share of the image). With --episodes N the mask is measured over the first N episodes
+that --eval-checkpoint plays (one episode's share can be far from another's: a distracted
+critic's mask comes and goes); the figure still shows the first. A table is printed (mode, return
+of the first episode, mask on agent in the shown frame and over the N episodes with its std over
+episodes, chance in both, images measured) and a CSV written beside the picture (same name, .csv,
+the numbers to aggregate over seeds): a row per mode and episode with its return, the share of
+the mask on the agent over that episode, chance and images measured.
 
 Bad input (a missing or foreign checkpoint, an unknown mode, a bad flag) is one `error:` line on
 stderr, exit status 1 (as the training scripts), before the episode starts.
@@ -65,6 +70,8 @@ class Args:
     """modes to play one episode of, a row each, in this order (each with its own eval seed, as in --eval-modes)"""
     step: int = 60
     """agent step of the episode whose observation the row shows (0: the first observation)"""
+    episodes: int = 1
+    """episodes per mode to measure the mask over: the first N that --eval-checkpoint plays (the figure shows the first)"""
     video_easy_dir: Optional[str] = None
     """folder of video_easy's background videos, instead of the checkpoint's (as --eval-checkpoint allows)"""
     video_hard_dir: Optional[str] = None
@@ -84,6 +91,8 @@ def check_flags(flags):
         raise envs.ConfigError(f"--modes {' '.join(flags.modes)}: a mode is listed twice")
     if flags.step < 0:
         raise envs.ConfigError(f"--step {flags.step}: must be 0 or more")
+    if flags.episodes < 1:
+        raise envs.ConfigError(f"--episodes {flags.episodes}: must be 1 or more")
     if flags.out is not None:
         extension = os.path.splitext(flags.out)[1][1:].lower()
         if extension not in FigureCanvasBase.get_supported_filetypes():
@@ -118,11 +127,11 @@ def eval_seed(args):
     return seed
 
 
-def play_first_episode(script, agent, eval_envs, quantile, shown_step, device):
-    """One mean-action episode per mode, the modes stepping together, as script.evaluate plays its first
-    episode, with every observation before the end measured by script.saliency_on_agent. Returns the
-    returns (modes,), the observations and agent pixels at `shown_step`, the summed mask_on_agent counts
-    (modes, 4) and the observations measured per mode."""
+def play_episode(script, agent, eval_envs, quantile, shown_step, device):
+    """One mean-action episode per mode, the modes stepping together, as script.evaluate plays each of
+    its episodes, with every observation before the end measured by script.saliency_on_agent. Returns the
+    returns (modes,), the observations and agent pixels at `shown_step` (None if not given), the summed
+    mask_on_agent counts (modes, 4) and the observations measured per mode."""
     obs, _ = eval_envs.reset(options={"track_agent": True})
     modes = eval_envs.num_envs
     returns, done, counts, measured, shown, t = np.zeros(modes), np.zeros(modes, dtype=bool), 0, 0, None, 0
@@ -137,9 +146,9 @@ def play_first_episode(script, agent, eval_envs, quantile, shown_step, device):
         done |= terminated | truncated
         t += 1
         run_plumbing.heartbeat(f"playing the episode: step {t}")
-    if shown is None:
+    if shown is None and shown_step is not None:
         raise envs.ConfigError(f"--step {shown_step}: the episode ended at step {t}; give a step before it")
-    return returns, *shown, counts, measured
+    return returns, shown, counts, measured
 
 
 def shown_saliency(script, agent, obs, agent_pixels, quantile, device):
@@ -161,7 +170,8 @@ class Row:
     mode: str
     episode_return: float
     shown: tuple  # (share of the mask on the agent, agent's share, images) in the newest frame at --step
-    episode: tuple  # the same over the episode (run_plumbing.saliency_shares)
+    episode: tuple  # the same over the measured episodes, pooled (run_plumbing.saliency_shares)
+    per_episode: list  # [(return, (share, agent's share, images))] of each measured episode
     frame: np.ndarray  # (H, W, 3) uint8: the newest frame of the observation at --step
     attribution: torch.Tensor  # (3F, H, W): the critic's guided-backprop attribution of that observation
     mask: np.ndarray  # (H, W) bool: the newest frame's saliency mask
@@ -187,9 +197,10 @@ def draw_figure(header, rows, step, quantile):
     heat = sgqn.heat_colours(sgqn.heat_map(torch.stack([row.attribution for row in rows])))
     for part, row, row_heat in zip(row_parts, rows, heat):
         (on_shown, chance_shown, _), (on_episode, chance_episode, images) = row.shown, row.episode
+        over = "the episode" if len(row.per_episode) == 1 else f"{len(row.per_episode)} episodes"
         part.suptitle(
             f"{row.mode}: return {row.episode_return:.1f}\nmask on agent {100 * on_shown:.1f}% at step {step} "
-            f"(chance {100 * chance_shown:.1f}%), {100 * on_episode:.1f}% over the episode (chance {100 * chance_episode:.1f}%, {images} images)",
+            f"(chance {100 * chance_shown:.1f}%), {100 * on_episode:.1f}% over {over} (chance {100 * chance_episode:.1f}%, {images} images)",
             fontsize=8.5,
             y=0.995,
             va="top",
@@ -209,38 +220,33 @@ def draw_figure(header, rows, step, quantile):
 
 
 def results_table(rows, step):
-    """A line per mode: return, mask on agent (frame at `step`, episode), chance (both), images measured."""
+    """A line per mode: return (first episode), mask on agent (frame at `step`; the measured episodes,
+    pooled, and the std of the episodes' shares), chance (both), images measured."""
     lines = [
-        f"{'mode':<22} {'return':>8} {f'on agent @{step}':>14} {'on agent ep.':>12} {f'chance @{step}':>12} {'chance ep.':>10} {'images':>7}"
+        f"{'mode':<22} {'return':>8} {f'on agent @{step}':>14} {'on agent ep.':>12} {'std ep.':>8} "
+        f"{f'chance @{step}':>12} {'chance ep.':>10} {'images':>7}"
     ]
     for row in rows:
         (on_shown, chance_shown, _), (on_episode, chance_episode, images) = row.shown, row.episode
-        lines.append(
+        shares = np.array([share for _, (share, _, _) in row.per_episode])
+        lines.append(  # std over episodes with ddof=0: 0.0% for one episode
             f"{row.mode:<22} {row.episode_return:>8.1f} {100 * on_shown:>13.1f}% {100 * on_episode:>11.1f}% "
-            f"{100 * chance_shown:>11.1f}% {100 * chance_episode:>9.1f}% {images:>7d}"
+            f"{100 * shares.std():>7.1f}% {100 * chance_shown:>11.1f}% {100 * chance_episode:>9.1f}% {images:>7d}"
         )
     return "\n".join(lines)
 
 
-CSV_COLUMNS = (
-    "mode",
-    "return",
-    "mask_on_agent_shown",
-    "agent_share_shown",
-    "mask_on_agent_episode",
-    "agent_share_episode",
-    "images",
-)
+CSV_COLUMNS = ("mode", "episode", "return", "mask_on_agent", "agent_share", "images")
 
 
 def write_csv(path, rows):
-    """The table as CSV (shares as fractions, full precision): a line per mode."""
+    """Each measured episode of each mode (shares as fractions, full precision), a line each."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)
         for row in rows:
-            (on_shown, chance_shown, _), (on_episode, chance_episode, images) = row.shown, row.episode
-            writer.writerow([row.mode, row.episode_return, on_shown, chance_shown, on_episode, chance_episode, images])
+            for episode, (episode_return, (on_agent, chance, images)) in enumerate(row.per_episode):
+                writer.writerow([row.mode, episode, episode_return, on_agent, chance, images])
 
 
 def main(argv=None):
@@ -266,17 +272,32 @@ def main(argv=None):
         obs_shape, action_dim = eval_envs.single_observation_space.shape, eval_envs.single_action_space.shape[0]
         agent = script.make_agent(obs_shape, action_dim, args, device)
         run_plumbing.restore(agent, state)
-        returns, obs, agent_pixels, counts, measured = play_first_episode(
-            script, agent, eval_envs, quantile, flags.step, device
-        )
+        # The first N episodes --eval-checkpoint plays (evaluate resets the envs before each); the first is shown.
+        played = [
+            play_episode(script, agent, eval_envs, quantile, flags.step if episode == 0 else None, device)
+            for episode in range(flags.episodes)
+        ]
     finally:
         eval_envs.close()
+    (obs, agent_pixels) = played[0][1]
     attribution, mask, newest_counts = shown_saliency(script, agent, obs, agent_pixels, quantile, device)
     shown = run_plumbing.saliency_shares(args.eval_modes, newest_counts, 1)
-    episode = run_plumbing.saliency_shares(args.eval_modes, counts, measured * args.frame_stack)
+    each = [run_plumbing.saliency_shares(args.eval_modes, counts, n * args.frame_stack) for _, _, counts, n in played]
+    total_counts, total_measured = sum(p[2] for p in played), sum(p[3] for p in played)
+    pooled = run_plumbing.saliency_shares(args.eval_modes, total_counts, total_measured * args.frame_stack)
     frames, masks = obs[:, -3:].transpose(0, 2, 3, 1), mask[:, -3].cpu().numpy()
     rows = [
-        Row(mode, returns[i], shown[mode], episode[mode], frames[i], attribution[i].cpu(), masks[i], agent_pixels[i, -1])
+        Row(
+            mode,
+            played[0][0][i],
+            shown[mode],
+            pooled[mode],
+            [(returns[i], shares[mode]) for (returns, *_), shares in zip(played, each)],
+            frames[i],
+            attribution[i].cpu(),
+            masks[i],
+            agent_pixels[i, -1],
+        )
         for i, mode in enumerate(args.eval_modes)
     ]
 

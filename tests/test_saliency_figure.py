@@ -72,8 +72,8 @@ def replay(module, checkpoint):
 def table_line(mode, episode_return, shown, episode):
     """The table's line of a mode as the test expects it, split in words."""
     (on_shown, chance_shown, _), (on_episode, chance_episode, images) = shown, episode
-    percents = [f"{100 * share:.1f}%" for share in (on_shown, on_episode, chance_shown, chance_episode)]
-    return [mode, f"{episode_return:.1f}", *percents, str(images)]
+    percents = [f"{100 * share:.1f}%" for share in (on_shown, on_episode, 0.0, chance_shown, chance_episode)]
+    return [mode, f"{episode_return:.1f}", *percents, str(images)]  # 0.0%: the std over one episode
 
 
 @pytest.mark.parametrize("module", [sac, sgqn], ids=["sac_baseline", "sgqn"])
@@ -114,10 +114,9 @@ def test_figure_numbers_are_the_scripts_own_on_the_eval_episode(toy_envs, module
     with open(table) as f:
         written = list(csv.reader(f))
     assert written[0] == list(saliency_figure.CSV_COLUMNS)
-    for line, row, i in zip(written[1:], rows, range(len(rows)), strict=True):
-        assert line[0] == row.mode and float(line[1]) == returns[i]
-        assert [float(v) for v in line[2:4]] == list(row.shown[:2]) and [float(v) for v in line[4:6]] == list(row.episode[:2])
-        assert int(line[6]) == 150
+    for line, row, i in zip(written[1:], rows, range(len(rows)), strict=True):  # one episode: a line per mode
+        assert line[:2] == [row.mode, "0"] and float(line[2]) == returns[i]
+        assert [float(v) for v in line[3:5]] == list(row.episode[:2]) and int(line[5]) == 150
 
     # The PNG: a row of three panels per mode at the layout's size; the mask panel holds the mask's pixels.
     image = np.asarray(Image.open(png).convert("RGB"))
@@ -148,11 +147,39 @@ def test_figure_numbers_are_the_scripts_own_on_the_eval_episode(toy_envs, module
     assert mask_colours == pytest.approx(sum(row.mask.sum() for row in rows) * scale**2, rel=0.15)
 
 
+def test_episodes_measure_the_mask_over_the_first_n_eval_episodes(toy_envs, capsys):
+    """--episodes 3: the returns are --eval-checkpoint's first 3 episodes; the first is the one-episode
+    figure's; the pooled share is the mean of the episodes' (each has the same images and mask size);
+    the printed std is theirs; the CSV has a line per mode and episode."""
+    checkpoint, png = str(toy_envs / "checkpoint.pt"), str(toy_envs / "three.png")
+    write_checkpoint(sgqn, checkpoint)
+    one = saliency_figure.main([checkpoint, "--out", str(toy_envs / "one.png"), "--modes", *MODES, "--step", str(STEP)])
+    rows = saliency_figure.main([checkpoint, "--out", png, "--modes", *MODES, "--episodes", "3", "--step", str(STEP)])
+    printed = capsys.readouterr().out.split("wrote")[-2].splitlines()  # the second figure's table
+    evaluated = sgqn.main(sgqn.Args(eval_checkpoint=checkpoint, eval_modes=MODES, eval_episodes=3))
+    lines = {line.split()[0]: line.split() for line in printed if line.split() and line.split()[0] in MODES}
+    for row, first in zip(rows, one, strict=True):
+        assert [r for r, _ in row.per_episode] == list(evaluated[row.mode])
+        assert row.per_episode[0] == (first.episode_return, first.episode) and row.shown == first.shown
+        shares = np.array([share for _, (share, _, _) in row.per_episode])
+        assert row.episode[0] == pytest.approx(shares.mean()) and row.episode[2] == 3 * 150
+        assert lines[row.mode][4] == f"{100 * shares.std():.1f}%"
+    with open(png[: -len(".png")] + ".csv") as f:
+        written = list(csv.DictReader(f))
+    assert [(r["mode"], r["episode"]) for r in written] == [(mode, str(e)) for mode in MODES for e in range(3)]
+    by_mode = {row.mode: row for row in rows}
+    for r in written:
+        episode_return, (share, chance, images) = by_mode[r["mode"]].per_episode[int(r["episode"])]
+        written_values = (float(r["return"]), float(r["mask_on_agent"]), float(r["agent_share"]), int(r["images"]))
+        assert written_values == (episode_return, share, chance, images)
+
+
 BAD = [
     (["missing.pt"], "checkpoint not found: missing.pt"),
     (["{ckpt}", "--modes", "train", "fog"], "--modes: unknown mode 'fog'"),
     (["{ckpt}", "--modes", "train", "train"], "a mode is listed twice"),
     (["{ckpt}", "--step", "-1"], "--step -1: must be 0 or more"),
+    (["{ckpt}", "--episodes", "0"], "--episodes 0: must be 1 or more"),
     (["{ckpt}", "--out", "nowhere/figure.png"], "its folder does not exist"),
     (["{ckpt}", "--out", "figure.xyz"], "give a picture file name"),
     (["{ckpt}", "--stpe", "3"], "unrecognized --stpe"),
@@ -163,7 +190,9 @@ BAD = [
 
 
 @pytest.mark.parametrize(
-    "argv, message", BAD, ids=["missing", "mode", "twice", "step", "folder", "format", "flag", "late", "foreign", "text"]
+    "argv, message",
+    BAD,
+    ids=["missing", "mode", "twice", "step", "episodes", "folder", "format", "flag", "late", "foreign", "text"],
 )
 def test_bad_input_is_a_config_error_before_the_episode(toy_envs, monkeypatch, argv, message):
     write_checkpoint(sac, "checkpoint.pt")
@@ -174,7 +203,7 @@ def test_bad_input_is_a_config_error_before_the_episode(toy_envs, monkeypatch, a
     def no_episode(*args):
         raise AssertionError("the episode started")
 
-    monkeypatch.setattr(saliency_figure, "play_first_episode", no_episode)
+    monkeypatch.setattr(saliency_figure, "play_episode", no_episode)
     files = dict(ckpt="checkpoint.pt", foreign="foreign.pt", text="notes.pt")
     with pytest.raises(envs.ConfigError, match=message):
         saliency_figure.main([word.format(**files) for word in argv])
