@@ -6,13 +6,13 @@
 # then draw the saliency figure of its first episode per mode (saliency_figure_step{N}.png and .csv, its
 # table, in the run folder); then copy the files to commit into docs/results/balance/runs/RUN_NAME.
 # One thread. The evaluation runs from the same frozen worktree as launch.sh (FROZEN); the figure from one at
-# c6e4f59 (FIGURE_TREE, made here if missing), the first saliency_figure.py that writes its CSV (its episodes are
+# 0b03877 (FIGURE_TREE, made here if missing), the first saliency_figure.py with --episodes (its episodes are
 # --eval-checkpoint's at 2663e7e for the five modes in this order).
 set -e
 script=$1; shift
-frozen=${FROZEN:-/work/frozen39} figure_tree=${FIGURE_TREE:-/work/frozen_fig}
+frozen=${FROZEN:-/work/frozen39} figure_tree=${FIGURE_TREE:-/work/frozen_fig2}
 runs=/work/study39/runs
-[ -d "$figure_tree" ] || git -C /work/main worktree add "$figure_tree" c6e4f59
+[ -d "$figure_tree" ] || git -C /work/main worktree add "$figure_tree" 0b03877
 export OMP_NUM_THREADS=1 MUJOCO_GL=egl
 for run in "$@"; do
   until grep -q '"finished"' "$runs/$run/summary.json" 2>/dev/null; do sleep 30; done
