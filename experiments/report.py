@@ -42,6 +42,7 @@ import math
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -168,14 +169,6 @@ def read_saliency(folder: Path, name: str) -> tuple[dict, dict, list[str]]:
     return saliency, frames, notes
 
 
-def episode_counts(episodes: dict) -> dict:
-    """{(mode, step): number of episodes} of {(mode, step, episode): return}."""
-    counts = {}
-    for mode, step, _ in episodes:
-        counts[mode, step] = counts.get((mode, step), 0) + 1
-    return counts
-
-
 def mode_order(modes) -> list[str]:
     """`modes` in envs.ALL_MODES order, then any other alphabetically."""
     return [m for m in envs.ALL_MODES if m in modes] + sorted(set(modes) - set(envs.ALL_MODES))
@@ -204,7 +197,7 @@ def read_run(folder: Path, name: str) -> tuple[Run | None, list[str]]:
         notes += extra_notes
         # Where both evaluated a mode at a step, the one with more episodes counts (the run's own on a
         # tie): a final checkpoint is typically evaluated with more episodes than the training-time checks.
-        evaluated, offered = episode_counts(episodes), episode_counts(extra)
+        evaluated, offered = Counter(key[:2] for key in episodes), Counter(key[:2] for key in extra)  # (mode, step): episodes
         added = {pair for pair in offered if pair not in evaluated}
         replaced = {pair for pair in offered if offered[pair] > evaluated.get(pair, offered[pair])}
         episodes = {key: ret for key, ret in episodes.items() if key[:2] not in replaced}
@@ -216,11 +209,12 @@ def read_run(folder: Path, name: str) -> tuple[Run | None, list[str]]:
                 notes.append(
                     f"took {took} at step {step} of {name} from {path.name} (its checkpoint, evaluated after training)"
                 )
-            counts = {(offered[pair], evaluated[pair]) for pair in replaced if pair[1] == step}
-            for more, fewer in sorted(counts):  # one line per pair of episode counts
-                modes = mode_order({m for m, s in replaced if s == step and (offered[m, s], evaluated[m, s]) == (more, fewer)})
+            by_counts = {}  # one line per pair of episode counts
+            for mode, _ in (pair for pair in replaced if pair[1] == step):
+                by_counts.setdefault((offered[mode, step], evaluated[mode, step]), set()).add(mode)
+            for (more, fewer), modes in sorted(by_counts.items()):
                 notes.append(
-                    f"took {', '.join(modes)} at step {step} of {name} from {path.name}: its {more} episodes "
+                    f"took {', '.join(mode_order(modes))} at step {step} of {name} from {path.name}: its {more} episodes "
                     f"in place of the run's own {fewer}"
                 )
     if not episodes:

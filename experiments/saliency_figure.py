@@ -279,20 +279,20 @@ def main(argv=None):
         ]
     finally:
         eval_envs.close()
-    (obs, agent_pixels) = played[0][1]
+    returns, shown_at, counts, measured = zip(*played)  # one of each per episode
+    obs, agent_pixels = shown_at[0]
     attribution, mask, newest_counts = shown_saliency(script, agent, obs, agent_pixels, quantile, device)
     shown = run_plumbing.saliency_shares(args.eval_modes, newest_counts, 1)
-    each = [run_plumbing.saliency_shares(args.eval_modes, counts, n * args.frame_stack) for _, _, counts, n in played]
-    total_counts, total_measured = sum(p[2] for p in played), sum(p[3] for p in played)
-    pooled = run_plumbing.saliency_shares(args.eval_modes, total_counts, total_measured * args.frame_stack)
+    each = [run_plumbing.saliency_shares(args.eval_modes, c, n * args.frame_stack) for c, n in zip(counts, measured)]
+    pooled = run_plumbing.saliency_shares(args.eval_modes, sum(counts), sum(measured) * args.frame_stack)
     frames, masks = obs[:, -3:].transpose(0, 2, 3, 1), mask[:, -3].cpu().numpy()
     rows = [
         Row(
             mode,
-            played[0][0][i],
+            returns[0][i],
             shown[mode],
             pooled[mode],
-            [(returns[i], shares[mode]) for (returns, *_), shares in zip(played, each)],
+            [(episode_returns[i], shares[mode]) for episode_returns, shares in zip(returns, each)],
             frames[i],
             attribution[i].cpu(),
             masks[i],
