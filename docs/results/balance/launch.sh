@@ -2,7 +2,7 @@
 # Issue 39: SGQN and DrQ (K = M = 1) on cartpole-balance, fp32, projection 100, hidden 1024, batch 128,
 # the scripts' defaults otherwise (SGQN: rho 0.98, consistency 0.5, attribution predictor every 2 steps).
 #   launch.sh NAME SCRIPT CONVS FILTERS SEED STEPS [extra flags...]
-# One run per call, one thread (run two side by side on the 2 cores). Train and video_hard, 5 episodes, every 625
+# One run per call, one thread (run two side by side on the 2 cores; THREADS=2 for one run on both). Train and video_hard, 5 episodes, every 625
 # agent steps (5k frames); checkpoints (with the replay buffer) every 625 steps, each kept for the saliency figure.
 # From a frozen worktree at 2663e7e (made here if missing; seed 1 ran at 1a62c24, whose sgqn.py and sac_baseline.py
 # differ only by the --track flags and the logged losses/qf1_spread); the run folders live in /work/study39/runs. Relaunching the same
@@ -12,7 +12,7 @@ name=$1 script=$2 convs=$3 filters=$4 seed=$5 steps=$6; shift 6
 frozen=${FROZEN:-/work/frozen39}
 [ -d "$frozen" ] || git -C /work/main worktree add "$frozen" "${COMMIT:-2663e7e}"
 cd "$frozen"
-export OMP_NUM_THREADS=1 MUJOCO_GL=egl
+export OMP_NUM_THREADS=${THREADS:-1} MUJOCO_GL=egl
 runs=/work/study39/runs run=cartpole-balance__${name}__${seed}
 mkdir -p "$runs"
 if [ -f "$runs/$run/checkpoint.pt" ]; then
