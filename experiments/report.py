@@ -30,7 +30,9 @@ groups the runs by method (`exp_name`) and task (`env_id`), and writes into `--o
 
 A run's `eval_checkpoint_step{N}.csv` (and `eval_checkpoint_step{N}_saliency.csv`) files (`--eval-checkpoint` evaluations of its checkpoints,
 made after training, e.g. on modes it did not evaluate while training) fill the modes and steps its
-`evaluations.csv` lacks; where it has both, the one with more episodes counts (its own on a tie). Partial sweeps (runs still
+`evaluations.csv` lacks; where it has both, the one with more episodes counts (its own on a tie). So do
+the mask measurements of `saliency_figure_step{N}.csv` (`experiments/saliency_figure.py CHECKPOINT
+--episodes N`: every image of N episodes per mode, pooled), where they hold more images. Partial sweeps (runs still
 going, unequal seeds, missing modes, runs without evaluations yet, malformed files) are reported as
 far as they go, with one line for each thing left out, or taken from elsewhere, and why.
 """
@@ -62,6 +64,7 @@ import envs  # noqa: E402
 
 CSV_HEADER = ["step", "frames", "mode", "episode", "return"]
 SALIENCY_HEADER = ["step", "frames", "mode", "mask_on_agent", "agent_share", "images"]
+FIGURE_HEADER = ["mode", "episode", "return", "mask_on_agent", "agent_share", "images"]  # saliency_figure.py's CSV
 RETURN_RANGE = (0.0, 1000.0)  # a DMC episode: 1000 physics steps, each rewarded in [0, 1]
 
 
@@ -141,8 +144,9 @@ def read_evaluations(path: Path, name: str) -> tuple[dict | None, dict, list[str
 
 def read_saliency(folder: Path, name: str) -> tuple[dict, dict, list[str]]:
     """{mode: {step: (mask_on_agent, agent_share)}} and {step: frames} from a run's saliency.csv, its
-    checkpoints' eval_checkpoint_step{N}_saliency.csv filling the (mode, step) pairs it lacks (or
-    measured on fewer images); and one line for each file or line left out."""
+    checkpoints' eval_checkpoint_step{N}_saliency.csv and saliency_figure_step{N}.csv filling the (mode,
+    step) pairs it lacks (or measured on fewer images); and one line for each file or line left out, or
+    measurement taken from a figure's CSV."""
     saliency, frames, notes, images = {}, {}, [], {}  # images: {(mode, step): images measured}
     for path in [folder / "saliency.csv"] + sorted(folder.glob("eval_checkpoint_step*_saliency.csv")):
         if not path.exists():
@@ -166,6 +170,35 @@ def read_saliency(folder: Path, name: str) -> tuple[dict, dict, list[str]]:
                 frames[step], images[mode, step] = frame, count
         if bad:
             notes.append(f"ignored {bad} malformed line(s) of {name}/{path.name}")
+    # `experiments/saliency_figure.py CHECKPOINT --episodes N` measures the final checkpoint's mask over
+    # every image of N episodes per mode (a line per mode and episode): pooled over its images, it
+    # counts where it measured more images than the run's own check.
+    for path in sorted(folder.glob("saliency_figure_step*.csv")):
+        lines = path.read_text(errors="replace").splitlines()
+        try:
+            step = int(path.stem.removeprefix("saliency_figure_step"))
+            if not lines or lines[0].split(",") != FIGURE_HEADER:
+                raise ValueError
+            pooled = {}  # mode: [sum of mask_on_agent x images, sum of agent_share x images, images]
+            for row in (text.split(",") for text in lines[1:]):
+                on_agent, share, count = float(row[3]), float(row[4]), int(row[5])
+                if len(row) != 6 or not row[0] or not (0 <= on_agent <= 1 and 0 <= share <= 1) or count < 1:
+                    raise ValueError
+                sums = pooled.setdefault(row[0], [0.0, 0.0, 0])
+                sums[0], sums[1], sums[2] = sums[0] + on_agent * count, sums[1] + share * count, sums[2] + count
+        except (ValueError, IndexError):
+            notes.append(f"ignored {name}/{path.name}: expected the header '{','.join(FIGURE_HEADER)}' and its lines")
+            continue
+        by_counts = {}  # (images measured here, the run's own): modes, one line per pair
+        for mode, (on_agent, share, count) in pooled.items():
+            if count > images.get((mode, step), 0):
+                saliency.setdefault(mode, {})[step] = (on_agent / count, share / count)
+                by_counts.setdefault((count, images.get((mode, step), 0)), []).append(mode)
+        for (count, fewer), modes in sorted(by_counts.items()):
+            notes.append(
+                f"took the mask on {', '.join(mode_order(modes))} at step {step} of {name} from {path.name}: its "
+                f"{count} images" + (f" in place of the run's own {fewer}" if fewer else "")
+            )
     return saliency, frames, notes
 
 

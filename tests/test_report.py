@@ -584,6 +584,33 @@ def test_saliency_on_the_agent_is_read_tabled_and_plotted(tmp_path):
         assert (np.abs(image.astype(int) - rgb).sum(axis=2) < 30).sum() > 50
 
 
+def test_saliency_figure_csv_counts_where_it_measured_more_images(tmp_path):
+    """saliency_figure_step{N}.csv (a line per mode and episode of the final checkpoint) is pooled over
+    its images and replaces the run's own check at that step where it measured more images; a
+    malformed one is named and left out."""
+    rng = np.random.default_rng(6)
+    folder = write_run(tmp_path, "drq1", "drq", "cartpole-swingup", 1, eval_rows(rng, "drq", "cartpole-swingup", [1000, 2000]))
+    write_saliency(folder, "saliency.csv", [(2000, 16000, "train", 0.5, 0.04, 24), (2000, 16000, "video_hard", 0.3, 0.04, 24)])
+    with open(folder / "saliency_figure_step2000.csv", "w") as f:
+        f.write("mode,episode,return,mask_on_agent,agent_share,images\n")
+        f.write("train,0,900.0,0.2,0.03,10\ntrain,1,950.0,0.5,0.05,30\n")  # pooled: (2 + 15) / 40, (0.3 + 1.5) / 40
+        f.write("video_hard,0,300.0,0.1,0.04,20\n")  # 20 images < the run's 24: its own counts
+        f.write("color_hard,0,500.0,0.25,0.04,375\n")  # a mode the run did not measure
+    (folder / "saliency_figure_step1000.csv").write_text("mode,episode,return\ntrain,0,1.0\n")
+    runs, messages = report.load_runs(tmp_path)
+    saliency = runs[0].saliency
+    assert saliency["train"][2000] == pytest.approx((17 / 40, 1.8 / 40))
+    assert saliency["video_hard"][2000] == (0.3, 0.04)
+    assert saliency["color_hard"] == {2000: (0.25, 0.04)}
+    assert 1000 not in saliency["train"]
+    assert (
+        "took the mask on train at step 2000 of drq1 from saliency_figure_step2000.csv: its 40 images in place of the run's own 24"
+        in messages
+    )
+    assert "took the mask on color_hard at step 2000 of drq1 from saliency_figure_step2000.csv: its 375 images" in messages
+    assert any(line.startswith("ignored drq1/saliency_figure_step1000.csv: expected the header") for line in messages)
+
+
 def test_runs_without_saliency_files_have_no_saliency_section(sweep):
     runs, _ = report.load_runs(sweep)
     cells, _ = report.make_cells(runs)
