@@ -22,6 +22,7 @@ import sac_baseline as sac
 import sgqn
 
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
+import report  # noqa: E402
 import saliency_figure  # noqa: E402
 
 MODES = ("train", "video_hard")
@@ -114,6 +115,7 @@ def test_figure_numbers_are_the_scripts_own_on_the_eval_episode(toy_envs, module
     with open(table) as f:
         written = list(csv.reader(f))
     assert written[0] == list(saliency_figure.CSV_COLUMNS)
+    assert report.FIGURE_HEADER == written[0]  # experiments/report.py reads this CSV by its header
     for line, row, i in zip(written[1:], rows, range(len(rows)), strict=True):  # one episode: a line per mode
         assert line[:2] == [row.mode, "0"] and float(line[2]) == returns[i]
         assert [float(v) for v in line[3:5]] == list(row.episode[:2]) and int(line[5]) == 150
