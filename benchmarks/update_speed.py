@@ -24,7 +24,9 @@ it, to measure what it saves). Speed flags (--no-channels-last, --bf16, --compil
 the script's Args; a script without those fields makes the benchmark say so and exit with status
 2. Medians are reported (the
 machine is shared); the last line is `<algorithm> update ms/step: X`, X = mean of the median
-odd-step and median even-step totals.
+odd-step and median even-step totals. That mean is the cost per agent step once one update follows
+each step; the scripts' burst of first updates (as many as learning_starts, all made at the agent
+step learning_starts, as in DMC-GB's and the original SGQN's loop) costs the even-step total per update.
 """
 
 import argparse
