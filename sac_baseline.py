@@ -1,15 +1,19 @@
-"""SAC from pixels: the DMC-GB "SAC" baseline (no augmentation) and DrQ (random shift).
+"""SAC from pixels: the DMC-GB "SAC" baseline (no augmentation), DrQ (random shift) and SVEA (shift + overlay).
 
 Soft Actor-Critic (Haarnoja et al. 2018) on DeepMind Control from pixels, with the encoder, heads
 and hyperparameters of the DeepMind Control Generalization Benchmark (DMC-GB, Hansen & Wang 2021,
 https://github.com/nicklashansen/dmcontrol-generalization-benchmark) as used by SGQN (Bertoin et al.
 2022, https://arxiv.org/abs/2209.09203). `--augmentation shift` adds DrQ's random shift (Kostrikov
-et al. 2021), and `--shift-copies 2` its K = M = 2 averaging. Training runs on the standard
+et al. 2021), and `--shift-copies 2` its K = M = 2 averaging. `--augmentation svea` is SVEA (Hansen,
+Su & Wang 2021, https://arxiv.org/abs/2107.00644), the paper's third method: the shift, and the critic
+also regresses the overlaid shifted obs (0.5 obs + 0.5 image, as SGQN's attribution predictor sees it)
+onto the clean TD target; the target and the actor read only clean obs. Training runs on the standard
 visuals; evaluation also runs on the distraction modes of `envs` (colour changes, video backgrounds).
 
     python sac_baseline.py --env-id walker-walk                          # DMC-GB's SAC row
     python sac_baseline.py --env-id walker-walk --augmentation shift     # DrQ as DMC-GB runs it (K = M = 1)
     python sac_baseline.py --env-id walker-walk --augmentation shift --shift-copies 2   # DrQ's K = M = 2
+    python sac_baseline.py --env-id walker-walk --augmentation svea                     # SVEA (alpha = beta = 0.5)
     python sac_baseline.py --eval-checkpoint runs/<run>/checkpoint.pt    # evaluate only
     python sac_baseline.py --resume runs/<run>/checkpoint.pt             # continue a run
     tensorboard --logdir runs
@@ -60,10 +64,16 @@ class Args:
     """minibatch size of each update"""
     gamma: float = 0.99
     """discount factor"""
-    augmentation: Literal["none", "shift"] = "none"
-    """`none`: DMC-GB's SAC; `shift`: DrQ's random shift (pad 4, replicate) of obs and next_obs"""
+    augmentation: Literal["none", "shift", "svea"] = "none"
+    """`none`: DMC-GB's SAC; `shift`: DrQ's random shift (pad 4, replicate) of obs and next_obs; `svea`: the shift, and the critic also trains on the overlaid obs (SVEA)"""
     shift_copies: int = 1
     """with --augmentation shift: copies of each sampled transition, each shifted on its own, TD targets averaged over them (DrQ's K = M; 1 as DMC-GB, 2 as DrQ)"""
+    svea_alpha: float = 0.5
+    """with --augmentation svea: weight of the critic's loss on the shifted obs (SVEA's alpha)"""
+    svea_beta: float = 0.5
+    """with --augmentation svea: weight of the critic's loss on the overlaid shifted obs (SVEA's beta)"""
+    overlay_dir: Optional[str] = None
+    """with --augmentation svea: folder of jpg/png images (e.g. Places365) to overlay; procedural if unset"""
     critic_lr: float = 1e-3
     """critic learning rate (Adam, beta1 0.9)"""
     actor_lr: float = 1e-3
@@ -195,6 +205,21 @@ def check_network_args(args):
     """The networks' flags, checked with the others before anything slow starts (one-line ConfigError)."""
     if min(conv_output_size((args.image_size, args.image_size), args.num_conv_layers)) < 1:
         raise envs.ConfigError(f"--num-conv-layers {args.num_conv_layers} leaves no pixels of a {args.image_size}-pixel image")
+
+
+def check_svea_args(args):
+    """SVEA's flags: weights of 0 or more, an overlay folder that exists, and none of them without --augmentation svea."""
+    for name in ("svea_alpha", "svea_beta"):
+        if getattr(args, name) < 0:
+            raise envs.ConfigError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 0 or more")
+    if args.overlay_dir and not os.path.isdir(args.overlay_dir):
+        raise envs.ConfigError(f"--overlay-dir {args.overlay_dir}: no such folder")
+    unused = [f"--{n.replace('_', '-')}" for n, d in SVEA_DEFAULTS.items() if getattr(args, n) != d]
+    if args.augmentation != "svea" and unused:
+        raise envs.ConfigError(f"{' '.join(unused)}: SVEA's, used only with --augmentation svea")
+
+
+SVEA_DEFAULTS = {"svea_alpha": 0.5, "svea_beta": 0.5, "overlay_dir": None}
 
 
 def projection(in_dim, out_dim):
@@ -353,6 +378,14 @@ def shifted_copies(batch, copies):
     return random_shift(obs), action, reward, random_shift(next_obs), not_done
 
 
+def random_overlay(obs, images):
+    """0.5 * obs + 0.5 * image, in pixel units, with the same image over a sample's stacked
+    frames (Hansen & Wang 2021): the distraction that SGQN's attribution predictor and SVEA's critic
+    train to see through."""
+    frames = obs.shape[1] // 3
+    return 0.5 * obs + 0.5 * images.repeat(1, frames, 1, 1)
+
+
 # ---------------------------------------------------------------------------------------------
 # Updates
 # ---------------------------------------------------------------------------------------------
@@ -407,14 +440,28 @@ def td_target(agent, reward, next_obs, not_done, gamma, copies=1):
         return target.view(copies, -1, 1).mean(0).repeat(copies, 1)
 
 
-def update_critic(agent, obs, action, reward, next_obs, not_done, args):
+def update_critic(agent, obs, action, reward, next_obs, not_done, args, overlay_images=None):
+    """MSE of both Q heads to the TD target. SVEA (Hansen et al. 2021, eq. 6), given overlay images:
+    alpha x that loss + beta x the same loss on the overlaid obs, against the same clean target, in
+    one critic pass over the two batches stacked. The passes never mix rows (no batch norm), so
+    this is the original's two passes for alpha != beta, and its single stacked pass with weight
+    alpha + beta on the mean over both when alpha = beta; qf*_loss log the clean half."""
     target_q = td_target(agent, reward, next_obs, not_done, args.gamma, args.shift_copies)
-    q1, q2 = agent.critic(obs, action)
-    qf1_loss, qf2_loss = F.mse_loss(q1, target_q), F.mse_loss(q2, target_q)
+    if overlay_images is None:
+        q1, q2 = agent.critic(obs, action)
+        qf1_loss, qf2_loss = F.mse_loss(q1, target_q), F.mse_loss(q2, target_q)
+        critic_loss, metrics = qf1_loss + qf2_loss, {}
+    else:
+        stacked_q1, stacked_q2 = agent.critic(torch.cat([obs, random_overlay(obs, overlay_images)]), action.repeat(2, 1))
+        (q1, q1_overlay), (q2, q2_overlay) = stacked_q1.chunk(2), stacked_q2.chunk(2)
+        qf1_loss, qf2_loss = F.mse_loss(q1, target_q), F.mse_loss(q2, target_q)
+        overlay_loss = F.mse_loss(q1_overlay, target_q) + F.mse_loss(q2_overlay, target_q)
+        critic_loss = args.svea_alpha * (qf1_loss + qf2_loss) + args.svea_beta * overlay_loss
+        metrics = {"losses/svea_overlay_loss": overlay_loss.detach(), "losses/critic_loss": critic_loss.detach()}
     agent.critic_optimizer.zero_grad()
-    (qf1_loss + qf2_loss).backward()
+    critic_loss.backward()
     agent.critic_optimizer.step()
-    metrics = {"losses/qf1_loss": qf1_loss.detach(), "losses/qf2_loss": qf2_loss.detach()}
+    metrics |= {"losses/qf1_loss": qf1_loss.detach(), "losses/qf2_loss": qf2_loss.detach()}
     return metrics | {"losses/qf1_values": q1.mean().detach(), "losses/qf1_spread": q1.std().detach()}
 
 
@@ -454,14 +501,15 @@ def update_target(agent, args):
         soft_update(getattr(agent.critic, name), getattr(agent.critic_target, name), args.encoder_tau)
 
 
-def update(agent, batch, step, args, target_entropy):
-    """One SAC update: critic every step; actor, temperature and target every 2nd step.
-    Returns the loss tensors (no .item(): the caller syncs only when it logs)."""
-    if args.augmentation == "shift":
+def update(agent, batch, step, args, target_entropy, overlay_images=None):
+    """One SAC update: critic every step (SVEA: also on the shifted obs overlaid with `overlay_images`,
+    one per row); actor, temperature and target every 2nd step, on clean obs only. Returns the loss
+    tensors (no .item(): the caller syncs only when it logs)."""
+    if args.augmentation in ("shift", "svea"):
         batch = shifted_copies(batch, args.shift_copies)
     obs, action, reward, next_obs, not_done = batch
     first = len(obs) // args.shift_copies  # the first copy: the actor reads only it, as in DrQ
-    metrics = update_critic(agent, obs, action, reward, next_obs, not_done, args)
+    metrics = update_critic(agent, obs, action, reward, next_obs, not_done, args, overlay_images)
     if step % args.actor_update_freq == 0:
         metrics |= update_actor_and_alpha(agent, obs[:first], target_entropy)
     if step % args.target_update_freq == 0:
@@ -579,7 +627,7 @@ def video_frames(agent, frames, obs, device):
 # Training loop (its files, checks and console: run_plumbing.py)
 # ---------------------------------------------------------------------------------------------
 ALGORITHM = os.path.splitext(os.path.basename(__file__))[0]  # this script's name, in checkpoints and run files
-SCRIPT = run_plumbing.Script(ALGORITHM, Args, run_plumbing.RESUMABLE, (check_network_args,))
+SCRIPT = run_plumbing.Script(ALGORITHM, Args, (*run_plumbing.RESUMABLE, "overlay_dir"), (check_network_args, check_svea_args))
 
 
 def main(args, given=None):
@@ -595,6 +643,7 @@ def main(args, given=None):
         # One seed, an independent random stream per consumer (a resumed run starts fresh ones at its step).
         seeds = np.random.SeedSequence(args.seed, spawn_key=(start_step,))
         buffer_seed, env_seed, eval_seed, action_seed = seeds.spawn(4)
+        overlay_seed = int(seeds.spawn(1)[0].generate_state(1)[0])  # a 5th stream, for the overlay images
         random.seed(args.seed)
         np.random.seed(args.seed)
         torch.manual_seed(args.seed)
@@ -615,6 +664,7 @@ def main(args, given=None):
         run_plumbing.restore(agent, resumed, buffer)  # a resumed run's networks, optimisers, RNG states (and buffer, if saved)
         run = run_plumbing.Run(SCRIPT, args, resumed, started, device, agent, buffer)  # run files, TensorBoard, start block
         eval_envs = run.make_eval_envs(eval_seed)  # after the start block: the workers take a while to start
+        overlay = envs.OverlayImages(args.overlay_dir, args.image_size, overlay_seed) if args.augmentation == "svea" else None
         target_entropy = -float(action_dim)
 
         obs, _ = env.reset()
@@ -659,7 +709,9 @@ def main(args, given=None):
                     for i in range(run.updates_at(global_step)):  # an interrupted burst resumes where it stopped
                         if stop.signum:
                             break
-                        metrics |= update(agent, buffer.sample(args.batch_size), global_step, args, target_entropy)
+                        rows = args.batch_size * args.shift_copies
+                        images = torch.as_tensor(overlay.sample(rows), device=device).float() if overlay else None
+                        metrics |= update(agent, buffer.sample(args.batch_size), global_step, args, target_entropy, images)
                         run.updated(global_step, i)
             if stop.signum and global_step == args.learning_starts:  # an interrupted burst: its updates so far are kept
                 break

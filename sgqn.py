@@ -375,7 +375,8 @@ def shifted_copies(batch, copies):
 
 def random_overlay(obs, images):
     """0.5 * obs + 0.5 * image, in pixel units, with the same image over a sample's stacked
-    frames (Hansen & Wang 2021): the distraction the attribution predictor must see through."""
+    frames (Hansen & Wang 2021): the distraction that SGQN's attribution predictor and SVEA's critic
+    train to see through."""
     frames = obs.shape[1] // 3
     return 0.5 * obs + 0.5 * images.repeat(1, frames, 1, 1)
 
@@ -785,7 +786,7 @@ def main(args, given=None):
         # One seed, an independent random stream per consumer (a resumed run starts fresh ones at its step).
         seeds = np.random.SeedSequence(args.seed, spawn_key=(start_step,))
         buffer_seed, env_seed, eval_seed, action_seed = seeds.spawn(4)
-        overlay_seed = int(seeds.spawn(1)[0].generate_state(1)[0])  # a 5th stream: the four above are sac_baseline.py's
+        overlay_seed = int(seeds.spawn(1)[0].generate_state(1)[0])  # a 5th stream, for the overlay images
         random.seed(args.seed)
         np.random.seed(args.seed)
         torch.manual_seed(args.seed)

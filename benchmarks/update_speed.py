@@ -6,13 +6,15 @@
     python benchmarks/update_speed.py --algorithm sac --no-channels-last --default-allocator
     python benchmarks/update_speed.py --algorithm sgqn --learning-preset     # the networks of benchmarks/learning.py
     python benchmarks/update_speed.py --algorithm sac --learning-preset --shift-copies 2   # DrQ's K = M = 2
+    python benchmarks/update_speed.py --algorithm svea --network 11x16 --threads 1   # SVEA at the balance study's size
 
 Imports `sac_baseline` or `sgqn` (never copies their code), builds the full-size agent from the
 script's own `Args` defaults with walker-walk shapes (obs 9x84x84, 6 actions; SGQN quantile 0.95),
 fills the script's `ReplayBuffer` with random frames, and calls the script's `update` over steps
 0, 1, 2, ... (`--warmup` untimed, then `--steps` timed). Even steps run critic + actor/alpha +
 target (+ SGQN's aux); odd steps run the critic only. A step is buffer.sample (+ the overlay images
-on SGQN aux steps, as `main` builds them) + update.
+on SGQN aux steps and on every SVEA step, as `main` builds them) + update. `--algorithm svea` is
+sac_baseline.py with `--augmentation svea`; `drq` with `--augmentation shift`.
 
 Phases are timed by wrapping the module's functions, which `update` looks up as globals at call
 time: sample, overlay, critic, actor, target, aux; "other" is the rest of the step (random shift,
@@ -53,7 +55,8 @@ TOP_LEVEL = ("sample", "overlay", "critic", "actor", "target", "aux")
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--algorithm", choices=("sac", "sgqn"), required=True)
+    p.add_argument("--algorithm", choices=("sac", "drq", "svea", "sgqn"), required=True)
+    p.add_argument("--network", help="CONVSxFILTERS, e.g. 11x16 (the balance study's); default the paper's 11x32")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--warmup", type=int, default=2, help="untimed updates first (steps 0..warmup-1)")
@@ -116,7 +119,7 @@ def filled_buffer(module, device, frames=2000, episode_length=500, seed=0):
 
 def main():
     opts = parse_args()
-    module = importlib.import_module("sac_baseline" if opts.algorithm == "sac" else "sgqn")
+    module = importlib.import_module("sgqn" if opts.algorithm == "sgqn" else "sac_baseline")
     fields = {f.name for f in dataclasses.fields(module.Args)}
     speed = {"channels_last": not opts.no_channels_last, "bf16": opts.bf16, "compile": opts.compile}
     for name in speed:
@@ -133,13 +136,19 @@ def main():
         from learning import PRESET
 
         extra |= {k: v for k, v in PRESET.items() if k != "batch_size"}
+    if opts.algorithm in ("drq", "svea"):
+        extra |= {"augmentation": "shift" if opts.algorithm == "drq" else "svea"}
+    if opts.network:
+        convs, filters = map(int, opts.network.lower().split("x"))
+        extra |= {"num_conv_layers": convs, "num_filters": filters}
     if opts.shift_copies:
-        extra |= {"shift_copies": opts.shift_copies, "augmentation": "shift"}
+        extra |= {"shift_copies": opts.shift_copies, "augmentation": extra.get("augmentation", "shift")}
     args = module.Args(batch_size=opts.batch_size, cuda=device.type == "cuda", **speed, **extra)
     agent = module.make_agent(OBS_SHAPE, ACTION_DIM, args, device)
     buffer = filled_buffer(module, device)
     aux_freq = getattr(args, "aux_update_freq", 0)
-    overlay = envs.OverlayImages(None, args.image_size, 0) if aux_freq else None
+    svea = getattr(args, "augmentation", None) == "svea"
+    overlay = envs.OverlayImages(None, args.image_size, 0) if aux_freq or svea else None
     target_entropy = -float(ACTION_DIM)
 
     timer = PhaseTimer(device)
@@ -154,7 +163,8 @@ def main():
         if hasattr(module, name):
             timer.patch(module, name, phase)
     buffer.sample = timer.wrap(buffer.sample, "sample")
-    make_overlay = timer.wrap(lambda: torch.as_tensor(overlay.sample(args.batch_size), device=device).float(), "overlay")
+    rows = args.batch_size * (args.shift_copies if svea else 1)
+    make_overlay = timer.wrap(lambda: torch.as_tensor(overlay.sample(rows), device=device).float(), "overlay")
 
     def one_step(step):
         timer.current = defaultdict(float)
@@ -162,8 +172,8 @@ def main():
         t = time.perf_counter()
         batch = buffer.sample(args.batch_size)
         with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16, cache_enabled=False):  # as main() does
-            if aux_freq:
-                images = make_overlay() if step % aux_freq == 0 else None
+            if aux_freq or svea:
+                images = make_overlay() if svea or step % aux_freq == 0 else None
                 module.update(agent, batch, step, args, target_entropy, images)
             else:
                 module.update(agent, batch, step, args, target_entropy)
@@ -203,8 +213,9 @@ def main():
         print(f"{phase:<14}{med('odd', phase):>10.1f}{med('even', phase):>10.1f}{note}")
     print(f"{'step total':<14}{med('odd', 'total'):>10.1f}{med('even', 'total'):>10.1f}")
     ms = (med("odd", "total") + med("even", "total")) / 2
-    original = ORIGINAL_MS[opts.algorithm]
-    print(f"ratio ours/original: {ms / original:.2f} (original code: {original:.0f} ms/step, fp32, 2 threads, batch 128)")
+    original = ORIGINAL_MS.get(opts.algorithm)
+    if original and not opts.network:  # the original's time was measured at the paper's size only
+        print(f"ratio ours/original: {ms / original:.2f} (original code: {original:.0f} ms/step, fp32, 2 threads, batch 128)")
     print(f"{opts.algorithm} update ms/step: {ms:.1f}")
 
 

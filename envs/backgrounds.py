@@ -1,10 +1,12 @@
 """Distraction images: background videos for the `video_*` modes and overlay images for SGQN.
 
 Two sources for each:
-  * procedural (default): deterministic from a seed, no data to download. A frame is a smooth
+  * procedural (default): deterministic from a seed, no data to download. A video frame is a smooth
     moving two-field colour blend, a few moving soft-edged discs and squares, and a scrolling
     band-limited texture. These are NOT DMC-GB's DAVIS videos: scores on them are not comparable
-    with the DMC-GB tables.
+    with the DMC-GB tables. An overlay image comes from another generator, dead leaves (below), so
+    that no method trains on the family its video tests are drawn from (as Places365 photos are not
+    DAVIS videos in the paper).
   * a folder: `.mp4` files or sub-folders of jpg/png frames for videos (DMC-GB's `video_easy` /
     `video_hard` folders work unchanged; files are used in numeric order, video2 before video10);
     any jpg/png tree (e.g. Places365) for overlay images.
@@ -256,12 +258,42 @@ def resized_crops(pool: np.ndarray, slots, boxes, sizes, out: int, flips) -> np.
     return np.ascontiguousarray(image.astype(np.uint8).transpose(0, 3, 1, 2))
 
 
+def dead_leaves_image(rng: np.random.Generator, size: int, leaves: int = 120) -> np.ndarray:
+    """(size, size, 3) uint8: a dead-leaves image (Lee, Mumford & Huang 2001; as synthetic training images, Baradad
+    et al. 2021, "Learning to see by looking at noise"): `leaves` opaque discs, squares and ellipses of random colour
+    dropped one over another, radii power-law distributed (density r^-3 between 3% and 50% of the image: the scale
+    invariance of natural images), each shaded by its own linear gradient. The default overlay family: unlike the
+    video generator (`procedural_frame`: sine fields, a few moving shapes and a scrolling texture), it has no smooth
+    background and no texture, only occluding edges at every scale, as photos have. Vectorised: which leaf shows at
+    each pixel is the last one covering it."""
+    r_min, r_max = 0.03, 0.5
+    u = rng.uniform(0, 1, leaves)
+    radius = (r_min**-2 - u * (r_min**-2 - r_max**-2)) ** -0.5  # inverse CDF of p(r) ~ r^-3 on [r_min, r_max]
+    centre = rng.uniform(-0.1, 1.1, (leaves, 2))
+    kind = rng.integers(0, 3, leaves)  # 0 disc, 1 square, 2 ellipse
+    aspect = np.where(kind == 2, rng.uniform(0.3, 1.0, leaves), 1.0)
+    angle = rng.uniform(0, np.pi, leaves)
+    colour = rng.uniform(0, 1, (leaves, 3))
+    gradient = rng.normal(0, 0.6, (leaves, 2))  # brightness change per image width, along x and y
+    x = (np.arange(size) + 0.5) / size
+    dx, dy = x[None, None, :] - centre[:, 0, None, None], x[None, :, None] - centre[:, 1, None, None]  # (L, 1, S), (L, S, 1)
+    cos, sin = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
+    along, across = dx * cos + dy * sin, (dy * cos - dx * sin) / aspect[:, None, None]
+    r = radius[:, None, None]
+    inside = np.where((kind == 1)[:, None, None], np.maximum(np.abs(along), np.abs(across)) <= r, along**2 + across**2 <= r**2)
+    inside[0] = True  # the first leaf is the ground: every pixel shows some leaf
+    top = leaves - 1 - np.argmax(inside[::-1], axis=0)  # (S, S): the last leaf over each pixel
+    yy, xx = np.meshgrid(x, x, indexing="ij")
+    shade = 1 + gradient[top, 0] * (xx - centre[top, 0]) + gradient[top, 1] * (yy - centre[top, 1])
+    return (np.clip(colour[top] * shade[..., None], 0, 1) * 255).astype(np.uint8)
+
+
 class OverlayImages:
     """Images for SGQN's random overlay, drawn as the original draws Places365: `sample(n)` -> uint8 (n, 3, S, S).
 
     Source: every jpg/png under `image_dir` (recursively; e.g. Places365) in a seeded shuffled order, or by default
-    500 procedural images (random frames of procedural videos, from `seed`, a family of draws apart from the eval
-    backgrounds). Every draw is a random resized crop to S x S (area 8-100% of the image, aspect ratio 3/4-4/3:
+    500 procedural dead-leaves images (`dead_leaves_image`, from `seed`): a generator no evaluation mode draws its
+    backgrounds from, so that training on overlays does not train on the test distractions' family. Every draw is a random resized crop to S x S (area 8-100% of the image, aspect ratio 3/4-4/3:
     torchvision's defaults, with its centre-crop fallback) and a horizontal flip with probability 1/2, for the
     whole batch at once (`random_resized_crop_boxes`, `resized_crops`).
     Memory bound: an image is read when first drawn, resized to 1.5 S (126 px at S = 84: a crop is at most a 1.5x
@@ -307,9 +339,8 @@ class OverlayImages:
         k = self._reads % len(self.files)
         if isinstance(self.files[k], int):
             rng = np.random.default_rng([2, self.files[k], *self._procedural_key])
-            params = procedural_params(rng, self.stored_size, hard=True)
-            image, size = procedural_frame(params, int(rng.integers(PROCEDURAL_VIDEO_LENGTH))), self.stored_size
-            self.sizes[slot] = size, size
+            image = dead_leaves_image(rng, self.stored_size)
+            self.sizes[slot] = self.stored_size, self.stored_size
         else:
             with Image.open(self.files[k]) as f:
                 self.sizes[slot] = f.height, f.width

@@ -19,7 +19,7 @@ import sgqn
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = [
     "weight_init", "ConvStack", "conv_output_size", "check_network_args", "projection", "mlp", "Critic", "Actor",
-    "squashed_gaussian_log_prob", "ReplayBuffer", "random_shift", "shifted_copies", "td_target",
+    "squashed_gaussian_log_prob", "ReplayBuffer", "random_shift", "shifted_copies", "random_overlay", "td_target",
     "update_actor_and_alpha", "soft_update", "update_target", "policy_action", "evaluate",
     "saliency_mask", "domain_quantile", "saliency_on_agent",
 ]  # fmt: skip
@@ -33,18 +33,21 @@ def test_repeated_code_is_identical(name):
 def test_shared_constants_and_arguments():
     for name in ("LOG_STD_MIN", "LOG_STD_MAX", "SALIENCY_EVERY"):
         assert getattr(sac, name) == getattr(sgqn, name), name
-    assert sac.SCRIPT == run_plumbing.Script("sac_baseline", sac.Args, run_plumbing.RESUMABLE, (sac.check_network_args,))
+    checks = (sac.check_network_args, sac.check_svea_args)
+    assert sac.SCRIPT == run_plumbing.Script("sac_baseline", sac.Args, (*run_plumbing.RESUMABLE, "overlay_dir"), checks)
     assert sgqn.SCRIPT.resumable == (*run_plumbing.RESUMABLE, "overlay_dir")
     assert sgqn.SCRIPT.checks == (sgqn.check_network_args, sgqn.check_sgqn_args)
     sac_fields = {f.name: f for f in dataclasses.fields(sac.Args)}
     sgqn_fields = {f.name: f for f in dataclasses.fields(sgqn.Args)}
-    assert set(sac_fields) <= set(sgqn_fields)
-    differ = {name for name in sac_fields if sac_fields[name].default != sgqn_fields[name].default}
+    assert set(sac_fields) - set(sgqn_fields) == {"svea_alpha", "svea_beta"}  # SVEA's weights
+    assert sac_fields["overlay_dir"].type == sgqn_fields["overlay_dir"].type
+    differ = {name for name in sgqn_fields.keys() & sac_fields.keys() if sac_fields[name].default != sgqn_fields[name].default}
     assert differ == {"exp_name", "augmentation"}  # SGQN is built on DrQ's shift
 
 
 def test_training_loops_differ_only_by_sgqn_lines():
-    """main() of sgqn.py is main() of sac_baseline.py plus lines; none of the baseline's is changed."""
+    """main() of sgqn.py is main() of sac_baseline.py plus lines; of the baseline's, only the evaluation's
+    quantile and SVEA's overlay lines are changed (SGQN draws its overlay images on its attribution steps)."""
     sac_lines = inspect.getsource(sac.main).splitlines()
     matcher = difflib.SequenceMatcher(None, sac_lines, inspect.getsource(sgqn.main).splitlines(), autojunk=False)
     changed = [
@@ -52,9 +55,11 @@ def test_training_loops_differ_only_by_sgqn_lines():
     ]
     assert changed == [
         "returns, _, saliency = evaluate(agent, eval_envs, args, device, domain_quantile(args.env_id), stop=stop)",
+        'overlay = envs.OverlayImages(args.overlay_dir, args.image_size, overlay_seed) if args.augmentation == "svea" else None',
         "returns, _, saliency = evaluate(",
         "agent, eval_envs, args, device, domain_quantile(args.env_id), run.video_dir, global_step, stop",
-        "metrics |= update(agent, buffer.sample(args.batch_size), global_step, args, target_entropy)",
+        "rows = args.batch_size * args.shift_copies",
+        "images = torch.as_tensor(overlay.sample(rows), device=device).float() if overlay else None",
     ]
 
 

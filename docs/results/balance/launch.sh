@@ -1,25 +1,42 @@
 #!/usr/bin/env bash
-# Issue 39: SGQN and DrQ (K = M = 1) on cartpole-balance, fp32, projection 100, hidden 1024, batch 128,
-# the scripts' defaults otherwise (SGQN: rho 0.98, consistency 0.5, attribution predictor every 2 steps).
+# The balance study's runs (issues 39 and 49): one run of SCRIPT on cartpole-balance, fp32, projection 100,
+# hidden 1024, batch 128, the script's defaults otherwise (SGQN: rho 0.98, consistency 0.5, attribution
+# predictor every 2 steps).
 #   launch.sh NAME SCRIPT CONVS FILTERS SEED STEPS [extra flags...]
-# One run per call, one thread (run two side by side on the 2 cores; THREADS=2 for one run on both). Train and video_hard, 5 episodes, every 625
-# agent steps (5k frames); checkpoints (with the replay buffer) every 625 steps, each kept for the saliency figure.
-# From a frozen worktree at 2663e7e (made here if missing; seed 1 ran at 1a62c24, whose sgqn.py and sac_baseline.py
-# differ only by the --track flags and the logged losses/qf1_spread); the run folders live in /work/study39/runs. Relaunching the same
-# command resumes the run from its checkpoint (sweep-free: the script's own --resume).
+# Train and video_hard, 5 episodes, every 625 agent steps (5k frames); checkpoints (with the replay buffer)
+# every 625 steps, each kept for the saliency figure. Relaunching the same command resumes the run from its
+# checkpoint (the script's own --resume). Set by the environment (defaults inside this repository):
+#   COMMIT   run the scripts of this commit, from a git worktree made for it (default: the working tree itself);
+#            the study's runs used 2663e7e (seed 1 of issue 39: 1a62c24), issue 49's the commit its page names
+#   FROZEN   that worktree's folder (default: .frozen/COMMIT in this repository, git-ignored)
+#   RUNS     the run folders (default: runs/balance in this repository, git-ignored)
+#   PYTHON   the interpreter (default: .venv/bin/python in this repository if it is there, else python3)
+#   THREADS  torch's threads (default 1: two runs side by side on the 2 cores)
+#   DRY_RUN  1: print the command instead of running it
 set -e
+repo=$(cd "$(dirname "$0")/../../.." && pwd)
 name=$1 script=$2 convs=$3 filters=$4 seed=$5 steps=$6; shift 6
-frozen=${FROZEN:-/work/frozen39}
-[ -d "$frozen" ] || git -C /work/main worktree add "$frozen" "${COMMIT:-2663e7e}"
-cd "$frozen"
-export OMP_NUM_THREADS=${THREADS:-1} MUJOCO_GL=egl
-runs=/work/study39/runs run=cartpole-balance__${name}__${seed}
-mkdir -p "$runs"
-if [ -f "$runs/$run/checkpoint.pt" ]; then
-  exec /work/main/.venv/bin/python "$script" --resume "$runs/$run/checkpoint.pt" --runs-dir "$runs" --run-name "$run"
+python=${PYTHON:-$([ -x "$repo/.venv/bin/python" ] && echo "$repo/.venv/bin/python" || echo python3)}
+runs=${RUNS:-$repo/runs/balance} run=cartpole-balance__${name}__${seed}
+tree=$repo
+if [ -n "$COMMIT" ]; then
+  tree=${FROZEN:-$repo/.frozen/$COMMIT}
+  [ -d "$tree" ] || [ "$DRY_RUN" = 1 ] || git -C "$repo" worktree add "$tree" "$COMMIT"
 fi
-exec /work/main/.venv/bin/python "$script" --env-id cartpole-balance --seed "$seed" --exp-name "$name" \
-  --num-conv-layers "$convs" --num-filters "$filters" --projection-dim 100 --hidden-dim 1024 --batch-size 128 \
-  --total-timesteps "$steps" --buffer-size $((steps + steps / 100 + 100)) --eval-freq 625 --eval-episodes 5 \
-  --eval-modes train video_hard --save-freq 625 --save-buffer --keep-checkpoints \
-  --runs-dir "$runs" --run-name "$run" "$@"
+export OMP_NUM_THREADS=${THREADS:-1} MUJOCO_GL=egl
+if [ -f "$runs/$run/checkpoint.pt" ]; then
+  cmd=("$python" "$script" --resume "$runs/$run/checkpoint.pt" --runs-dir "$runs" --run-name "$run")
+else
+  cmd=("$python" "$script" --env-id cartpole-balance --seed "$seed" --exp-name "$name"
+    --num-conv-layers "$convs" --num-filters "$filters" --projection-dim 100 --hidden-dim 1024 --batch-size 128
+    --total-timesteps "$steps" --buffer-size $((steps + steps / 100 + 100)) --eval-freq 625 --eval-episodes 5
+    --eval-modes train video_hard --save-freq 625 --save-buffer --keep-checkpoints
+    --runs-dir "$runs" --run-name "$run" "$@")
+fi
+if [ "$DRY_RUN" = 1 ]; then
+  echo "cd $tree && OMP_NUM_THREADS=$OMP_NUM_THREADS MUJOCO_GL=egl ${cmd[*]}"
+  exit 0
+fi
+mkdir -p "$runs"
+cd "$tree"
+exec "${cmd[@]}"
