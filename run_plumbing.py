@@ -53,7 +53,7 @@ POSITIVE = (
 RESUMABLE = (
     "total_timesteps", "eval_freq", "eval_episodes", "eval_modes", "log_freq", "console_freq", "save_freq",
     "save_buffer", "keep_checkpoints", "capture_video", "video_easy_dir", "video_hard_dir", "davis_dir", "runs_dir",
-    "cuda", "channels_last", "compile", "track", "wandb_project_name", "wandb_entity",
+    "cuda", "channels_last", "compile", "tf32", "track", "wandb_project_name", "wandb_entity",
 )  # fmt: skip
 WANDB_INSTALL = "pip install wandb==0.31.0"  # the version requirements-test.txt pins and the tests use
 WANDB_ID_FILE = "wandb_run_id"  # in the run folder: a resumed run continues the same W&B run
@@ -149,6 +149,13 @@ def checked_args(args, script, given=None):
     run folder's name), the --resume checkpoint and the --eval-checkpoint checkpoint (None when not given)."""
     if args.resume and args.eval_checkpoint:
         raise envs.ConfigError("give --resume (continue training) or --eval-checkpoint (evaluate only), not both")
+    # A run folder stands for its checkpoint.pt (--resume runs/X, --eval-checkpoint runs/X).
+    for name in ("resume", "eval_checkpoint"):
+        path = getattr(args, name)
+        if path and os.path.isdir(path):
+            if not os.path.isfile(os.path.join(path, "checkpoint.pt")):
+                raise envs.ConfigError(f"--{name.replace('_', '-')} {path}: a folder without checkpoint.pt")
+            args = dataclasses.replace(args, **{name: os.path.join(path, "checkpoint.pt")})
     resumed = load_checkpoint(args.resume, script.name) if args.resume else None
     evaluated = load_checkpoint(args.eval_checkpoint, script.name) if args.eval_checkpoint else None
     if resumed:
@@ -169,7 +176,7 @@ def checked_args(args, script, given=None):
     for name in POSITIVE:
         if getattr(args, name) < 1:
             raise envs.ConfigError(f"{as_flag(name, getattr(args, name))}: must be at least 1")
-    if args.shift_copies > 1 and args.augmentation != "shift":
+    if args.shift_copies > 1 and args.augmentation == "none":
         raise envs.ConfigError(
             f"--shift-copies {args.shift_copies} needs --augmentation shift (unshifted copies would all be the same)"
         )
@@ -241,7 +248,9 @@ def save_checkpoint(path, algorithm, agent, args, step, wall_time_s, buffer=None
             "python": random.getstate(),
             "numpy": np.random.get_state(),
             "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            # The run's own GPU only (cuda:0, the first visible): a checkpoint resumed where another number of GPUs
+            # is visible (a Slurm job with one GPU) must restore it; all GPUs' states would not fit there.
+            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
         },
         "buffer": buffer_state(buffer) if buffer is not None else None,
     }
@@ -301,7 +310,9 @@ def restore(agent, state, buffer=None):
     np.random.set_state(state["rng"]["numpy"])
     torch.set_rng_state(state["rng"]["torch"])
     if state["rng"]["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        cuda = state["rng"]["cuda"]
+        # Checkpoints before 2026-12-07 hold every visible GPU's state: the run trained on the first.
+        torch.cuda.set_rng_state(cuda[0] if isinstance(cuda, (list, tuple)) else cuda)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -542,15 +553,49 @@ def bytes_per_frame(buffer):
     return sum(getattr(buffer, k)[0].nbytes for k in buffer.ARRAYS)
 
 
+def cuda_settings(args):
+    """The GPU's numerics, as --torch-deterministic and --tf32 say (no effect on a CPU). Deterministic: cudnn's
+    deterministic algorithms, none picked by timing (benchmarking could pick another algorithm on the next run).
+    Otherwise cudnn.benchmark: the shapes never change, so the fastest algorithm is timed once per shape. TF32 for
+    convs and matmuls alike, off unless --tf32 (PyTorch's defaults would allow it for convs only)."""
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.backends.cudnn.benchmark = not args.torch_deterministic
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.tf32
+
+
+def render_on(device):
+    """Render where the run trains: on a CUDA device, with MUJOCO_GL=egl and no MUJOCO_EGL_DEVICE_ID of the user's,
+    set MUJOCO_EGL_DEVICE_ID to the run's GPU, so that its env and eval workers (they inherit the environment) do
+    not all render on the host's first GPU. The run's cuda:0 is CUDA_VISIBLE_DEVICES's first entry where that is set
+    (Slurm and experiments/sweep.py set it), and EGL numbers the host's GPUs as CUDA_VISIBLE_DEVICES does (both in
+    the driver's order on a node of one GPU model; set CUDA_DEVICE_ORDER=PCI_BUS_ID where models are mixed). An entry
+    that is not a number (a GPU UUID, a MIG instance) leaves EGL's choice, its first device. Call before the first
+    env is made. Returns the line the start block shows."""
+    if device.type != "cuda":
+        return None
+    if os.environ.get("MUJOCO_GL") != "egl":
+        return f"rendering: MUJOCO_GL={os.environ.get('MUJOCO_GL')}"
+    if "MUJOCO_EGL_DEVICE_ID" not in os.environ:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+        index = device.index if device.index is not None else 0
+        gpu = visible if "CUDA_VISIBLE_DEVICES" in os.environ else str(index)
+        if not gpu.isdigit():
+            return f"rendering: EGL's first device (CUDA_VISIBLE_DEVICES names the GPU {gpu!r}, not a number)"
+        os.environ["MUJOCO_EGL_DEVICE_ID"] = gpu
+    return f"rendering: EGL device {os.environ['MUJOCO_EGL_DEVICE_ID']}"
+
+
 def describe_start(algorithm, args, device, run_dir, agent, buffer):
     """The start block: where the run goes, on what, how big, and what it reserves."""
     trained = [getattr(agent, f.name) for f in dataclasses.fields(agent) if f.name != "critic_target"]
     parameters = sum(p.numel() for part in trained if isinstance(part, torch.nn.Module) for p in part.parameters())
     on = (
-        f"GPU {torch.cuda.get_device_name(device)}"
+        f"GPU {torch.cuda.get_device_name(device)}, {render_on(device)}"
         if device.type == "cuda"
         else f"CPU, {torch.get_num_threads()} torch threads"
     )
+    if os.environ.get("CUDA_VISIBLE_DEVICES"):  # what a sweep's or Slurm's job was given
+        on += f" (CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']})"
     frame_bytes = bytes_per_frame(buffer)
     size = buffer.capacity * frame_bytes
     size = f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
@@ -680,8 +725,14 @@ class Run:
         if updates > 1:
             self.burst_updates += 1
             if CONSOLE.due():
-                to_go = duration((time.time() - self.burst_start) / (i + 1) * (updates - i - 1))
-                CONSOLE.print(f"step {step}/{self.args.total_timesteps}  first updates {i + 1}/{updates}, {to_go} to go")
+                per_update = (time.time() - self.burst_start) / (i + 1)
+                to_go = duration(per_update * (updates - i - 1))
+                # The run's rest at the burst's pace, an upper bound: the burst's updates are all full (even) steps.
+                run_to_go = duration(per_update * (updates - i - 1 + self.args.total_timesteps - step - 1))
+                CONSOLE.print(
+                    f"step {step}/{self.args.total_timesteps}  first updates {i + 1}/{updates}, {to_go} to go; "
+                    f"the run at most {run_to_go}"
+                )
 
     def step_ended(self, step, metrics):
         """After `step` steps: the losses to TensorBoard every log_freq steps; a progress line every

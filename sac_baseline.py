@@ -47,9 +47,9 @@ class Args:
     seed: int = 1
     """seed of the experiment (networks, buffer sampling, environments)"""
     torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    """cudnn's deterministic conv algorithms, chosen without timing: a run repeats to the digit on one GPU and software stack (--no-torch-deterministic: cudnn.benchmark times the algorithms for the fixed shapes and keeps the fastest)"""
     cuda: bool = True
-    """if toggled, use CUDA when it is available"""
+    """use the GPU when there is one (--no-cuda: the CPU)"""
     capture_video: bool = False
     """if toggled, write an mp4 of one evaluation episode per mode to `runs/{run}/videos`"""
 
@@ -103,7 +103,7 @@ class Args:
 
     # Environment
     action_repeat: Optional[int] = None
-    """physics steps per agent step (default: cartpole 8, finger 2, else 4)"""
+    """physics steps per agent step; None: cartpole 8, finger 2, else 4 (DMC-GB's)"""
     image_size: int = 84
     """rendered frame size in pixels"""
     frame_stack: int = 3
@@ -123,7 +123,7 @@ class Args:
     davis_dir: Optional[str] = None
     """DAVIS 2017 folder (<dir>/JPEGImages/480p/<sequence>/*.jpg) for the distracting_cs modes; procedural videos if unset"""
     eval_checkpoint: Optional[str] = None
-    """no training: evaluate this checkpoint (its env and architecture) on --eval-modes, print mean +- std per mode"""
+    """no training: evaluate this checkpoint (or run folder; its env and architecture) on --eval-modes, print mean +- std per mode"""
     eval_csv: Optional[str] = None
     """with --eval-checkpoint: write a row per episode here (default: eval_checkpoint_step{N}.csv beside the checkpoint)"""
 
@@ -134,6 +134,8 @@ class Args:
     """run the networks under bfloat16 autocast when updating and acting (weights, losses and optimiser state stay fp32)"""
     compile: bool = False
     """torch.compile the conv stacks, projections, heads and actor, each on its own: the same maths, fused; the first updates compile"""
+    tf32: bool = False
+    """on an Ampere or newer GPU, let convs and matmuls round their inputs to TF32 (10-bit mantissa): faster; off, full fp32 as the original ran (torch 1.7.1 on CUDA 9.2, before TF32)"""
 
     # Run folder, logging and checkpoints
     run_name: Optional[str] = None
@@ -157,7 +159,7 @@ class Args:
     keep_checkpoints: bool = False
     """also keep each periodic checkpoint as `checkpoint_step{N}.pt` beside `checkpoint.pt` (networks only, no buffer)"""
     resume: Optional[str] = None
-    """continue the run of this checkpoint with its args: a flag given that contradicts it is an error, except evaluation, logging, checkpoint, folder and device flags"""
+    """continue the run of this checkpoint (or run folder) with its args: a flag given that contradicts it is an error, except evaluation, logging, checkpoint, folder and device flags"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,7 +353,10 @@ class ReplayBuffer:
         obs = self._stacks((idx - 1) % self.capacity, step - 1)
         next_obs = self._stacks(idx, step)
         batch = (obs, self.actions[idx], self.rewards[idx], next_obs, self.not_dones[idx])
-        return tuple(torch.as_tensor(x, device=self.device).float() for x in batch)  # frames are uint8
+        if torch.device(self.device).type == "cpu":
+            return tuple(torch.as_tensor(x).float() for x in batch)  # frames are uint8
+        # To a GPU: from page-locked copies, without waiting; the GPU's queue runs the copies before the update.
+        return tuple(torch.from_numpy(x).pin_memory().to(self.device, non_blocking=True).float() for x in batch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -647,8 +652,9 @@ def main(args, given=None):
         random.seed(args.seed)
         np.random.seed(args.seed)
         torch.manual_seed(args.seed)
-        torch.backends.cudnn.deterministic = args.torch_deterministic
+        run_plumbing.cuda_settings(args)  # cudnn determinism or benchmarking, TF32
         device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+        run_plumbing.render_on(device)  # EGL on the GPU the run trains on, before the first env
 
         env = envs.make_env(args.env_id, int(env_seed.generate_state(1)[0]), "train", **run_plumbing.env_flags(args))
         env.action_space.seed(int(action_seed.generate_state(1)[0]))
@@ -710,7 +716,7 @@ def main(args, given=None):
                         if stop.signum:
                             break
                         rows = args.batch_size * args.shift_copies
-                        images = torch.as_tensor(overlay.sample(rows), device=device).float() if overlay else None
+                        images = overlay.sample_on(rows, device) if overlay else None  # made on the device
                         metrics |= update(agent, buffer.sample(args.batch_size), global_step, args, target_entropy, images)
                         run.updated(global_step, i)
             if stop.signum and global_step == args.learning_starts:  # an interrupted burst: its updates so far are kept

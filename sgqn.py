@@ -49,9 +49,9 @@ class Args:
     seed: int = 1
     """seed of the experiment (networks, buffer sampling, environments)"""
     torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    """cudnn's deterministic conv algorithms, chosen without timing: a run repeats to the digit on one GPU and software stack (--no-torch-deterministic: cudnn.benchmark times the algorithms for the fixed shapes and keeps the fastest)"""
     cuda: bool = True
-    """if toggled, use CUDA when it is available"""
+    """use the GPU when there is one (--no-cuda: the CPU)"""
     capture_video: bool = False
     """if toggled, write an mp4 of one evaluation episode per mode, saliency beside the frame, to `runs/{run}/videos`"""
 
@@ -91,7 +91,7 @@ class Args:
 
     # SGQN (paper section 4 and Table 3)
     sgqn_quantile: Optional[float] = None
-    """saliency quantile rho: keep the top (1 - rho) pixels per frame (default: 0.95 for walker, finger, cheetah; 0.98 otherwise)"""
+    """saliency quantile rho: keep the top (1 - rho) pixels per frame; None: 0.95 for walker, finger, cheetah, 0.98 otherwise (paper Table 3)"""
     consistency_weight: float = 0.5
     """weight of the consistency term in the critic loss (0 turns it off)"""
     aux_update_freq: int = 2
@@ -113,7 +113,7 @@ class Args:
 
     # Environment
     action_repeat: Optional[int] = None
-    """physics steps per agent step (default: cartpole 8, finger 2, else 4)"""
+    """physics steps per agent step; None: cartpole 8, finger 2, else 4 (DMC-GB's)"""
     image_size: int = 84
     """rendered frame size in pixels"""
     frame_stack: int = 3
@@ -133,7 +133,7 @@ class Args:
     davis_dir: Optional[str] = None
     """DAVIS 2017 folder (<dir>/JPEGImages/480p/<sequence>/*.jpg) for the distracting_cs modes; procedural videos if unset"""
     eval_checkpoint: Optional[str] = None
-    """no training: evaluate this checkpoint (its env and architecture) on --eval-modes, print mean +- std per mode"""
+    """no training: evaluate this checkpoint (or run folder; its env and architecture) on --eval-modes, print mean +- std per mode"""
     eval_csv: Optional[str] = None
     """with --eval-checkpoint: write a row per episode here (default: eval_checkpoint_step{N}.csv beside the checkpoint)"""
 
@@ -144,6 +144,8 @@ class Args:
     """run the networks under bfloat16 autocast when updating and acting (weights, losses and optimiser state stay fp32); not advised for SGQN (docs/sgqn.md)"""
     compile: bool = False
     """torch.compile the conv stacks, projections, heads, actor and decoder, each on its own: the same maths, fused; the first updates compile"""
+    tf32: bool = False
+    """on an Ampere or newer GPU, let convs and matmuls round their inputs to TF32 (10-bit mantissa): faster; off, full fp32 as the original ran (torch 1.7.1 on CUDA 9.2, before TF32)"""
 
     # Run folder, logging and checkpoints
     run_name: Optional[str] = None
@@ -167,7 +169,7 @@ class Args:
     keep_checkpoints: bool = False
     """also keep each periodic checkpoint as `checkpoint_step{N}.pt` beside `checkpoint.pt` (networks only, no buffer)"""
     resume: Optional[str] = None
-    """continue the run of this checkpoint with its args: a flag given that contradicts it is an error, except evaluation, logging, checkpoint, folder and device flags"""
+    """continue the run of this checkpoint (or run folder) with its args: a flag given that contradicts it is an error, except evaluation, logging, checkpoint, folder and device flags"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,7 +348,10 @@ class ReplayBuffer:
         obs = self._stacks((idx - 1) % self.capacity, step - 1)
         next_obs = self._stacks(idx, step)
         batch = (obs, self.actions[idx], self.rewards[idx], next_obs, self.not_dones[idx])
-        return tuple(torch.as_tensor(x, device=self.device).float() for x in batch)  # frames are uint8
+        if torch.device(self.device).type == "cpu":
+            return tuple(torch.as_tensor(x).float() for x in batch)  # frames are uint8
+        # To a GPU: from page-locked copies, without waiting; the GPU's queue runs the copies before the update.
+        return tuple(torch.from_numpy(x).pin_memory().to(self.device, non_blocking=True).float() for x in batch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,9 +449,14 @@ def upsample_conv(x, conv):
     """conv(2x nearest upsample of x) (3x3 conv, padding 1) without forming the upsampled image:
     each output pixel then reads a 2x2 block of x, so the 3x3 taps fold into a 4x4 stride-2
     transposed-conv kernel (per axis, taps w0 w1 w2 become w2, w1+w2, w0+w1, w0). The same maths
-    in 2.25x fewer multiply-adds; tests/test_sgqn.py checks it against the two-step version."""
-    fold = x.new_tensor([[0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0]])  # (4x4 kernel tap, 3x3 tap)
-    kernel = torch.einsum("ak,bl,oikl->ioab", fold, fold, conv.weight)
+    in 2.25x fewer multiply-adds; tests/test_sgqn.py checks it against the two-step version. The
+    folding slices the weight (no constant tensor: on a GPU that would be a copy from host memory)."""
+
+    def fold(w, dim):  # taps w0 w1 w2 along dim -> w2, w1 + w2, w0 + w1, w0
+        w0, w1, w2 = w.unbind(dim)
+        return torch.stack([w2, w1 + w2, w0 + w1, w0], dim)
+
+    kernel = fold(fold(conv.weight, 2), 3).transpose(0, 1)  # (out, in, 3, 3) -> (in, out, 4, 4), conv_transpose2d's layout
     return F.conv_transpose2d(x, kernel, conv.bias, stride=2, padding=1)
 
 
@@ -790,8 +800,9 @@ def main(args, given=None):
         random.seed(args.seed)
         np.random.seed(args.seed)
         torch.manual_seed(args.seed)
-        torch.backends.cudnn.deterministic = args.torch_deterministic
+        run_plumbing.cuda_settings(args)  # cudnn determinism or benchmarking, TF32
         device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+        run_plumbing.render_on(device)  # EGL on the GPU the run trains on, before the first env
 
         env = envs.make_env(args.env_id, int(env_seed.generate_state(1)[0]), "train", **run_plumbing.env_flags(args))
         env.action_space.seed(int(action_seed.generate_state(1)[0]))
@@ -854,7 +865,7 @@ def main(args, given=None):
                         if stop.signum:
                             break
                         aux_step = args.aux_update_freq and global_step % args.aux_update_freq == 0
-                        images = torch.as_tensor(overlay.sample(args.batch_size), device=device).float() if aux_step else None
+                        images = overlay.sample_on(args.batch_size, device) if aux_step else None  # made on the device
                         metrics |= update(agent, buffer.sample(args.batch_size), global_step, args, target_entropy, images)
                         run.updated(global_step, i)
             if stop.signum and global_step == args.learning_starts:  # an interrupted burst: its updates so far are kept

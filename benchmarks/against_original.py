@@ -1,5 +1,6 @@
 """Our SGQN update against the original's, SuReLI/SGQN's `SGSAC.update` (commit f383fc0): loss for
-loss, weight for weight, mask pixel for pixel.
+loss, weight for weight, mask pixel for pixel; with `--algorithm svea`, our SVEA (`sac_baseline.py
+--augmentation svea`) against the same repository's `SVEA.update`, loss for loss, weight for weight.
 
     git clone <SuReLI/SGQN on GitHub> ~/SGQN && git -C ~/SGQN checkout f383fc0
     pip install --no-deps captum==0.9.0   # the original's guided backprop; it imports numpy, matplotlib, tqdm, packaging
@@ -7,6 +8,13 @@ loss, weight for weight, mask pixel for pixel.
     python benchmarks/against_original.py --src ~/SGQN/DMC/src --dtype float32   # the drift of rounding alone
     python benchmarks/against_original.py --src ~/SGQN/DMC/src --perturb tau     # a changed update is caught
     python benchmarks/against_original.py --src ~/SGQN/DMC/src --time            # ms per update, both sides
+    python benchmarks/against_original.py --src ~/SGQN/DMC/src --algorithm svea                        # SVEA, alpha = beta
+    python benchmarks/against_original.py --src ~/SGQN/DMC/src --algorithm svea --svea-weights 0.3 0.7 # its other branch
+
+SVEA: the same sizes, critic weight decay 0 on both sides (the original's default, and
+sac_baseline.py has none), its alpha and beta from --svea-weights (when they are equal the original
+makes one critic pass over the clean and overlaid batches stacked, otherwise two passes; ours always
+makes one stacked pass). Both get the same shifted batches, policy noise and overlay images; no mask.
 
 Both sides are built at 11 convs x 32 filters (the original's decoder is wired to a 32 x 21 x 21
 encoder output, so no smaller encoder runs), projection 50, hidden 256, batch 16, rho 0.98, critic
@@ -51,6 +59,7 @@ from unittest import mock
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import run_plumbing  # noqa: E402
 import sac_baseline  # noqa: E402
 import sgqn  # noqa: E402
 
@@ -58,7 +67,7 @@ OBS_SHAPE, ACTION_DIM = (9, 84, 84), 6
 SIZE = dict(projection_dim=50, hidden_dim=256, batch_size=16)
 PAPER_SIZE = dict(projection_dim=100, hidden_dim=1024, batch_size=128)
 RHO, WEIGHT_DECAY = 0.98, 1e-5
-PERTURBATIONS = {"none": {}, "beta": {}, "tau": {"encoder_tau": 0.049}, "rho": {"sgqn_quantile": 0.979}}
+PERTURBATIONS = {"none": {}, "beta": {}, "tau": {"encoder_tau": 0.049}, "rho": {"sgqn_quantile": 0.979}}  # rho: SGQN's only
 BETA1 = 0.9001  # --perturb beta: our critic's Adam beta1 (0.9 on both sides)
 # The original logs its losses through `L.log(name, ...)`; ours returns them (a sum of several).
 LOSSES = {
@@ -67,6 +76,9 @@ LOSSES = {
     "alpha loss": ("train_alpha/loss", ("losses/alpha_loss",)),
     "alpha": ("train_alpha/value", ("losses/alpha",)),
     "aux loss": ("train/aux_loss", ("losses/aux_loss",)),
+}
+SVEA_LOSSES = {"q loss": ("train_critic/loss", ("losses/critic_loss",))} | {
+    name: LOSSES[name] for name in ("actor loss", "alpha loss", "alpha")
 }
 MASKS = ("mask px", "aux mask px")  # differing pixels: any is a divergence
 
@@ -94,14 +106,14 @@ def import_original(src):
     return types.SimpleNamespace(
         **{
             name.split(".")[-1]: importlib.import_module(name)
-            for name in ("algorithms.sac", "algorithms.sgsac", "arguments", "augmentations")
+            for name in ("algorithms.sac", "algorithms.sgsac", "algorithms.svea", "arguments", "augmentations")
         }
     )
 
 
-def original_agent(original, algorithm, size):
-    """The original's SAC or SGSAC, from its own argument parser (its defaults but for the size,
-    rho and weight decay), on the CPU."""
+def original_agent(original, algorithm, size, svea_weights=(0.5, 0.5), device="cpu"):
+    """The original's SAC, SGSAC or SVEA, from its own argument parser (its defaults but for the size,
+    rho, SVEA's weights and, but for SVEA, the weight decay), on the CPU (its `.cuda()` calls made no-ops) or the GPU."""
     argv = [
         "train.py",
         "--projection_dim",
@@ -111,16 +123,20 @@ def original_agent(original, algorithm, size):
         "--sgqn_quantile",
         str(RHO),
         "--critic_weight_decay",
-        str(WEIGHT_DECAY),
+        str(0 if algorithm == "svea" else WEIGHT_DECAY),
+        "--svea_alpha",
+        str(svea_weights[0]),
+        "--svea_beta",
+        str(svea_weights[1]),
     ]
     with mock.patch.object(sys, "argv", argv):
         args = original.arguments.parse_args()
-    cls = original.sgsac.SGSAC if algorithm == "sgsac" else original.sac.SAC
-    with (
-        mock.patch.object(torch.nn.Module, "cuda", lambda self, *a, **k: self),
-        mock.patch.object(torch.Tensor, "cuda", lambda self, *a, **k: self),
-        mock.patch.object(original.sgsac, "SummaryWriter", mock.MagicMock()),
-    ):
+    cls = {"sgsac": original.sgsac.SGSAC, "svea": original.svea.SVEA, "sac": original.sac.SAC}[algorithm]
+    with contextlib.ExitStack() as stack:
+        if torch.device(device).type == "cpu":
+            stack.enter_context(mock.patch.object(torch.nn.Module, "cuda", lambda self, *a, **k: self))
+            stack.enter_context(mock.patch.object(torch.Tensor, "cuda", lambda self, *a, **k: self))
+        stack.enter_context(mock.patch.object(original.sgsac, "SummaryWriter", mock.MagicMock()))
         return cls(OBS_SHAPE, (ACTION_DIM,), args)
 
 
@@ -129,8 +145,11 @@ def our_args(module, size, **changes):
 
 
 def their_parameters(agent):
-    """{group: parameters} of the original's SGSAC, in the order of ours."""
+    """{group: parameters} of the original's SGSAC or SVEA, in the order of ours."""
     critic, target = agent.critic, agent.critic_target
+    decoder = (
+        {"decoder": [*agent.attribution_predictor.decoder.parameters()]} if hasattr(agent, "attribution_predictor") else {}
+    )
     return {
         "conv": [*critic.encoder.shared_cnn.parameters()],
         "critic": [*critic.encoder.projection.parameters(), *critic.Q1.parameters(), *critic.Q2.parameters()],
@@ -138,8 +157,7 @@ def their_parameters(agent):
         "target conv": [*target.encoder.shared_cnn.parameters()],
         "target critic": [*target.encoder.projection.parameters(), *target.Q1.parameters(), *target.Q2.parameters()],
         "log_alpha": [agent.log_alpha],
-        "decoder": [*agent.attribution_predictor.decoder.parameters()],
-    }
+    } | decoder
 
 
 def our_parameters(agent):
@@ -152,8 +170,7 @@ def our_parameters(agent):
         "target conv": [*target.conv.parameters()],
         "target critic": [*target.projection.parameters(), *target.q1.parameters(), *target.q2.parameters()],
         "log_alpha": [agent.log_alpha],
-        "decoder": [*agent.decoder.parameters()],
-    }
+    } | ({"decoder": [*agent.decoder.parameters()]} if hasattr(agent, "decoder") else {})
 
 
 def copy_weights(parameters):
@@ -205,34 +222,39 @@ def recorded(owner, name, into):
 
 
 def update_theirs(original, agent, d, step):
-    """The original's update on the shared draws: {loss: value} (those it logs), its masks."""
+    """The original's update on the shared draws: {loss: value} (those it logs), its masks (SVEA: none)."""
     logged, masks = {}, []
     logger = types.SimpleNamespace(log=lambda key, value, step: logged.update({key: float(torch.as_tensor(value).detach())}))
     _, action, reward, _, not_done = d.batch
     shifted = (d.shifted[0].clone(), action, reward, d.shifted[1].clone(), not_done)
     uniform = lambda low, high: low + (high - low) * d.grey  # random.uniform's formula
-    with (
-        served(torch, "randn_like", d.noise),
-        mock.patch.object(original.sgsac, "random", types.SimpleNamespace(uniform=uniform)),
-        mock.patch.object(original.augmentations, "places_dataloader", True),
-        mock.patch.object(original.augmentations, "_get_places_batch", lambda batch_size: d.images.clone()),
-        recorded(original.sgsac, "compute_attribution_mask", masks),
-    ):
+    sgsac = isinstance(agent, original.sgsac.SGSAC)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(served(torch, "randn_like", d.noise))
+        stack.enter_context(mock.patch.object(original.augmentations, "places_dataloader", True))
+        stack.enter_context(
+            mock.patch.object(original.augmentations, "_get_places_batch", lambda batch_size: d.images.clone())
+        )
+        if sgsac:
+            stack.enter_context(mock.patch.object(original.sgsac, "random", types.SimpleNamespace(uniform=uniform)))
+            stack.enter_context(recorded(original.sgsac, "compute_attribution_mask", masks))
         agent.update(types.SimpleNamespace(sample_drq=lambda: shifted), logger, step)
-    return {name: logged[key] for name, (key, _) in LOSSES.items() if key in logged}, masks
+    losses = LOSSES if sgsac else SVEA_LOSSES
+    return {name: logged[key] for name, (key, _) in losses.items() if key in logged}, masks
 
 
 def update_ours(agent, args, d, step):
-    """Our update on the shared draws: {loss: value} (those the original logs), its masks."""
-    masks = []
-    with (
-        served(sgqn, "random_shift", d.shifted),
-        served(torch, "randn_like", d.noise),
-        served(torch, "rand", [torch.tensor(d.grey)]),
-        recorded(sgqn, "saliency_mask", masks),
-    ):
-        metrics = sgqn.update(agent, [x.clone() for x in d.batch], step, args, -ACTION_DIM, d.images * 255)
-    return {name: sum(float(metrics[k]) for k in keys) for name, (_, keys) in LOSSES.items() if keys[0] in metrics}, masks
+    """Our update on the shared draws: {loss: value} (those the original logs), its masks (SVEA: none)."""
+    masks, module = [], sac_baseline if args.augmentation == "svea" else sgqn
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(served(module, "random_shift", d.shifted))
+        stack.enter_context(served(torch, "randn_like", d.noise))
+        if module is sgqn:
+            stack.enter_context(served(torch, "rand", [torch.tensor(d.grey)]))
+            stack.enter_context(recorded(sgqn, "saliency_mask", masks))
+        metrics = module.update(agent, [x.clone() for x in d.batch], step, args, -ACTION_DIM, d.images * 255)
+    losses = LOSSES if module is sgqn else SVEA_LOSSES
+    return {name: sum(float(metrics[k]) for k in keys) for name, (_, keys) in losses.items() if keys[0] in metrics}, masks
 
 
 def relative_difference(ours, theirs):
@@ -254,6 +276,8 @@ def differences(theirs, ours, parameters):
         for name, loss in their_losses.items()
     }
     row |= {name: relative_difference(mine, src) for name, (src, mine) in parameters.items()}
+    if not their_masks:  # SVEA
+        return row
     row[MASKS[0]] = int((our_masks[0] != their_masks[0]).sum())
     if len(our_masks) > 1:
         row[MASKS[1]] = int((our_masks[-1] != their_masks[-1]).sum())
@@ -275,7 +299,8 @@ def summary(rows, threshold):
         ((v, n, u) for u, row in enumerate(rows, 1) for n, v in row.items() if n not in MASKS), key=lambda entry: entry[0]
     )
     pixels = sum(v for row in rows for n, v in row.items() if n in MASKS)
-    line = f"largest difference: {value:.1e} ({name}, update {update}); {pixels} mask pixels differ"
+    line = f"largest difference: {value:.1e} ({name}, update {update})"
+    line += f"; {pixels} mask pixels differ" if any(n in MASKS for row in rows for n in row) else ""  # SVEA has none
     diverged = first_divergence(rows, threshold)
     if diverged is None:
         return f"{line}; all within {threshold:g}: the same update", 0
@@ -295,18 +320,32 @@ def compare(opts):
     torch.set_default_dtype(dtype)
     torch.manual_seed(opts.seed)
     original = import_original(opts.src)
-    theirs = original_agent(original, "sgsac", SIZE)
-    args = our_args(sgqn, SIZE, **{"sgqn_quantile": RHO, "critic_weight_decay": WEIGHT_DECAY, **PERTURBATIONS[opts.perturb]})
-    ours = sgqn.make_agent(OBS_SHAPE, ACTION_DIM, args, torch.device("cpu"))
+    svea = opts.algorithm == "svea"
+    if svea and opts.perturb == "rho":
+        raise SystemExit("error: --perturb rho is SGQN's; with --algorithm svea give beta or tau")
+    theirs = original_agent(original, "svea" if svea else "sgsac", SIZE, opts.svea_weights)
+    if svea:
+        alpha, beta = opts.svea_weights
+        changes = {"augmentation": "svea", "svea_alpha": alpha, "svea_beta": beta, **PERTURBATIONS[opts.perturb]}
+        args = our_args(sac_baseline, SIZE, **changes)
+        ours = sac_baseline.make_agent(OBS_SHAPE, ACTION_DIM, args, torch.device("cpu"))
+    else:
+        changes = {"sgqn_quantile": RHO, "critic_weight_decay": WEIGHT_DECAY, **PERTURBATIONS[opts.perturb]}
+        args = our_args(sgqn, SIZE, **changes)
+        ours = sgqn.make_agent(OBS_SHAPE, ACTION_DIM, args, torch.device("cpu"))
     parameters = {name: (p, q) for (name, p), q in zip(their_parameters(theirs).items(), our_parameters(ours).values())}
     copy_weights(parameters)
     if opts.perturb == "beta":
         ours.critic_optimizer.param_groups[0]["betas"] = (BETA1, 0.999)
-    names = [*LOSSES, *parameters, *MASKS]
+    names = [*SVEA_LOSSES, *parameters] if svea else [*LOSSES, *parameters, *MASKS]
+    sides = (
+        f"SVEA.update (SuReLI/SGQN) against sac_baseline.update --augmentation svea: alpha {alpha:g}, beta {beta:g}, "
+        if svea
+        else f"SGSAC.update (SuReLI/SGQN) against sgqn.update: rho {RHO}, "
+    )
     print(
-        f"SGSAC.update (SuReLI/SGQN) against sgqn.update: {opts.dtype}, 11 convs x 32, projection "
-        f"{SIZE['projection_dim']}, hidden {SIZE['hidden_dim']}, batch {SIZE['batch_size']}, rho {RHO}, "
-        f"perturbation {opts.perturb}; relative differences, mask pixels",
+        f"{sides}{opts.dtype}, 11 convs x 32, projection {SIZE['projection_dim']}, hidden {SIZE['hidden_dim']}, "
+        f"batch {SIZE['batch_size']}, perturbation {opts.perturb}; relative differences{'' if svea else ', mask pixels'}",
         flush=True,
     )
     print(f"{'update':>6}  {'steps':<6}  " + "  ".join(n.rjust(max(len(n), 7)) for n in names))
@@ -323,16 +362,20 @@ def time_updates(opts):
     """Median ms per update (an odd and an even step) of each side, interleaved, at the paper's size."""
     torch.manual_seed(opts.seed)
     original = import_original(opts.src)
+    device = torch.device(opts.device)
     b = PAPER_SIZE["batch_size"]
-    obs, next_obs = (torch.randint(0, 256, (b, *OBS_SHAPE)).float() for _ in range(2))
-    batch = (obs, torch.rand(b, ACTION_DIM) * 2 - 1, torch.rand(b, 1), next_obs, torch.ones(b, 1))
-    images = torch.rand(b, 3, *OBS_SHAPE[1:])
+    obs, next_obs = (torch.randint(0, 256, (b, *OBS_SHAPE), device=device).float() for _ in range(2))
+    batch = (obs, torch.rand(b, ACTION_DIM, device=device) * 2 - 1, torch.rand(b, 1, device=device), next_obs)
+    batch += (torch.ones(b, 1, device=device),)
+    images = torch.rand(b, 3, *OBS_SHAPE[1:], device=device)
     buffer = types.SimpleNamespace(sample=lambda: batch, sample_drq=lambda: batch)  # sampling untimed on both sides
     sac_args = our_args(sac_baseline, PAPER_SIZE)
     sgqn_args = our_args(sgqn, PAPER_SIZE, sgqn_quantile=RHO, critic_weight_decay=WEIGHT_DECAY, augmentation="none")
-    their_sac, their_sgsac = (original_agent(original, algorithm, PAPER_SIZE) for algorithm in ("sac", "sgsac"))
-    our_sac = sac_baseline.make_agent(OBS_SHAPE, ACTION_DIM, sac_args, torch.device("cpu"))
-    our_sgqn = sgqn.make_agent(OBS_SHAPE, ACTION_DIM, sgqn_args, torch.device("cpu"))
+    their_sac, their_sgsac = (original_agent(original, algorithm, PAPER_SIZE, device=device) for algorithm in ("sac", "sgsac"))
+    our_sac = sac_baseline.make_agent(OBS_SHAPE, ACTION_DIM, sac_args, device)
+    our_sgqn = sgqn.make_agent(OBS_SHAPE, ACTION_DIM, sgqn_args, device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    run_plumbing.cuda_settings(sgqn_args)  # for both sides: the scripts' defaults (deterministic cudnn, no TF32)
     run = {
         "original SAC": lambda step: their_sac.update(buffer, None, step),
         "ours SAC": lambda step: sac_baseline.update(our_sac, batch, step, sac_args, -ACTION_DIM),
@@ -341,7 +384,8 @@ def time_updates(opts):
     }
     print(
         f"ms per update (median of {opts.repeats}, each the mean of an odd and an even step), float32, 11 convs x 32, "
-        f"projection 100, hidden 1024, batch {b}, {torch.get_num_threads()} thread(s)",
+        f"projection 100, hidden 1024, batch {b}, "
+        + (torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} thread(s)"),
         flush=True,
     )
     times = {name: [] for name in run}
@@ -351,8 +395,10 @@ def time_updates(opts):
     ):
         for repeat in range(opts.repeats + 1):  # the first round warms up
             for name, update in run.items():
+                sync()
                 start = time.perf_counter()
                 update(2 * repeat + 1), update(2 * repeat + 2)
+                sync()
                 if repeat:
                     times[name].append(1000 * (time.perf_counter() - start) / 2)
     ms = {name: statistics.median(t) for name, t in times.items()}
@@ -364,6 +410,10 @@ def time_updates(opts):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--src", required=True, help="SuReLI/SGQN's DMC/src folder")
+    p.add_argument("--algorithm", choices=("sgqn", "svea"), default="sgqn", help="the update to compare")
+    p.add_argument(
+        "--svea-weights", type=float, nargs=2, default=(0.5, 0.5), metavar=("ALPHA", "BETA"), help="with --algorithm svea"
+    )
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     p.add_argument("--threshold", type=float, default=1e-8, help="largest relative difference that passes")
     p.add_argument("--perturb", choices=PERTURBATIONS, default="none", help="change our side only, to see a failure")
@@ -371,6 +421,9 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--time", action="store_true", help="time both sides' updates at the paper's size instead")
     p.add_argument("--repeats", type=int, default=5, help="with --time: timed rounds after one warm-up round")
+    p.add_argument(
+        "--device", default="cpu", help="with --time: cpu or cuda (both sides on it; their default is fp32, no TF32)"
+    )
     opts = p.parse_args()
     return time_updates(opts) if opts.time else compare(opts)
 

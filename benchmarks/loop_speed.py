@@ -52,13 +52,15 @@ def patched(obj, name, wrapper):
         setattr(obj, name, original)
 
 
-def run(algorithm, size, env_id, threads):
+def run(algorithm, size, env_id, threads, cuda=False, steps=None, **changes):
+    """One configuration's figures (see the module docstring). `steps`: (learning_starts, total_timesteps) instead
+    of STEPS's; `cuda`: on the GPU (benchmarks/gpu_check.py); `changes`: further Args fields."""
     module = importlib.import_module("sac_baseline" if algorithm == "sac" else "sgqn")
-    learning_starts, total = STEPS[algorithm, size]
-    args = module.Args(
+    learning_starts, total = steps or STEPS[algorithm, size]
+    fields = dict(
         env_id=env_id,
         seed=1,
-        cuda=False,
+        cuda=cuda,
         learning_starts=learning_starts,
         total_timesteps=total,
         buffer_size=total + 10,
@@ -66,8 +68,8 @@ def run(algorithm, size, env_id, threads):
         eval_episodes=1,
         eval_modes=("train",),
         save_freq=10**9,
-        **SIZES[size],
     )
+    args = module.Args(**{**fields, **SIZES[size], **changes})
     events = []  # (kind, t_start, t_end, step or None)
     in_eval = [False]
 
@@ -105,7 +107,7 @@ def run(algorithm, size, env_id, threads):
         stack.enter_context(patched(module, "update", timed("update", step_arg=2)))
         stack.enter_context(patched(module, "evaluate", eval_wrapper("eval")))
         if hasattr(module, "log_saliency_images"):
-            stack.enter_context(patched(module, "log_saliency_images", eval_wrapper("eval")))
+            stack.enter_context(patched(module, "log_saliency_images", eval_wrapper("eval images")))
         stack.enter_context(patched(run_plumbing, "save_checkpoint", timed("checkpoint")))
         stack.enter_context(patched(module, "policy_action", timed("act", skip_in_eval=True)))
         stack.enter_context(patched(module.ReplayBuffer, "sample", timed("sample")))
@@ -132,7 +134,7 @@ def run(algorithm, size, env_id, threads):
     window = w1 - w0
     shares = {k: spent(k) / window for k in ("update", "env", "act", "sample")}
     shares["other"] = 1 - sum(shares.values())
-    eval_s = sum(e[2] - e[1] for e in events if e[0] == "eval")
+    eval_s = sum(e[2] - e[1] for e in events if e[0] in ("eval", "eval images"))
     return dict(
         algorithm=algorithm,
         size=size,
@@ -144,6 +146,7 @@ def run(algorithm, size, env_id, threads):
         shares=shares,
         burst_s=burst[-1][2] - burst[0][1],
         eval_s=eval_s,
+        evaluations=sum(e[0] == "eval" for e in events),
         wall=wall,
     )
 

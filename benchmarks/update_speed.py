@@ -64,6 +64,12 @@ def parse_args():
     p.add_argument("--no-channels-last", action="store_true", help="NCHW convs (the scripts' default is channels-last)")
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--tf32", action="store_true", help="TF32 convs and matmuls on the GPU (the scripts' --tf32)")
+    p.add_argument(
+        "--no-torch-deterministic",
+        action="store_true",
+        help="cudnn.benchmark instead of deterministic algorithms (the scripts' --no-torch-deterministic)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument(
         "--learning-preset",
@@ -143,7 +149,9 @@ def main():
         extra |= {"num_conv_layers": convs, "num_filters": filters}
     if opts.shift_copies:
         extra |= {"shift_copies": opts.shift_copies, "augmentation": extra.get("augmentation", "shift")}
+    extra |= {"tf32": opts.tf32, "torch_deterministic": not opts.no_torch_deterministic}
     args = module.Args(batch_size=opts.batch_size, cuda=device.type == "cuda", **speed, **extra)
+    run_plumbing.cuda_settings(args)  # as main() sets them
     agent = module.make_agent(OBS_SHAPE, ACTION_DIM, args, device)
     buffer = filled_buffer(module, device)
     aux_freq = getattr(args, "aux_update_freq", 0)
@@ -164,7 +172,7 @@ def main():
             timer.patch(module, name, phase)
     buffer.sample = timer.wrap(buffer.sample, "sample")
     rows = args.batch_size * (args.shift_copies if svea else 1)
-    make_overlay = timer.wrap(lambda: torch.as_tensor(overlay.sample(rows), device=device).float(), "overlay")
+    make_overlay = timer.wrap(lambda: overlay.sample_on(rows, device), "overlay")  # as main() makes them
 
     def one_step(step):
         timer.current = defaultdict(float)
@@ -185,6 +193,8 @@ def main():
 
     flags = " ".join(f"--{k.replace('_', '-')}" for k, v in speed.items() if v) if any(speed.values()) else "fp32, NCHW"
     flags += ", freed memory kept" if kept else ", glibc's default allocator"
+    if device.type == "cuda":
+        flags += f", {'deterministic' if args.torch_deterministic else 'cudnn.benchmark'}{', TF32' if args.tf32 else ''}"
     copies = f" x {args.shift_copies} shifted copies" if args.shift_copies > 1 else ""
     print(
         f"{module.__name__}.py update, walker-walk shapes, batch {args.batch_size}, augmentation {args.augmentation}{copies}, "

@@ -222,11 +222,9 @@ def random_resized_crop_boxes(
     return top, left, h, w
 
 
-def resized_crops(pool: np.ndarray, slots, boxes, sizes, out: int, flips) -> np.ndarray:
-    """(n, 3, out, out) uint8: bilinear resizes (pixel centres, as align_corners=False) of the crop `boxes` = (top,
-    left, height, width), given in pixels of the original images of `sizes` (n x (height, width)), read from their
-    square copies `pool[slots]`; `flips` mirrors a crop horizontally. Separable: rows, then columns."""
-    n, stored = len(slots), pool.shape[1]
+def crop_taps(boxes, sizes, stored: int, out: int, flips):
+    """Where the bilinear resize of each crop reads its stored image: per output row and column, the two pixels and
+    the weight of the second, ((y0, y1, wy), (x0, x1, wx)), each (n, out); `flips` mirrors the columns."""
     centres = (np.arange(out) + 0.5) / out
 
     def taps(start, length, original):  # sample positions in stored pixels -> (low index, high index, weight)
@@ -235,8 +233,15 @@ def resized_crops(pool: np.ndarray, slots, boxes, sizes, out: int, flips) -> np.
         return low, np.minimum(low + 1, stored - 1), (pos - low).astype(np.float32)
 
     top, left, h, w = boxes
-    y0, y1, wy = taps(top, h, sizes[:, 0])
-    x0, x1, wx = (np.where(flips[:, None], a[:, ::-1], a) for a in taps(left, w, sizes[:, 1]))
+    return taps(top, h, sizes[:, 0]), tuple(np.where(flips[:, None], a[:, ::-1], a) for a in taps(left, w, sizes[:, 1]))
+
+
+def resized_crops(pool: np.ndarray, slots, boxes, sizes, out: int, flips) -> np.ndarray:
+    """(n, 3, out, out) uint8: bilinear resizes (pixel centres, as align_corners=False) of the crop `boxes` = (top,
+    left, height, width), given in pixels of the original images of `sizes` (n x (height, width)), read from their
+    square copies `pool[slots]`; `flips` mirrors a crop horizontally. Separable: rows, then columns."""
+    n, stored = len(slots), pool.shape[1]
+    (y0, y1, wy), (x0, x1, wx) = crop_taps(boxes, sizes, stored, out, flips)
 
     def lerp(low, high, weight):  # in place, float32: low + weight * (high - low)
         high -= low
@@ -256,6 +261,25 @@ def resized_crops(pool: np.ndarray, slots, boxes, sizes, out: int, flips) -> np.
     image = lerp(left_tap, right_tap, wx[:, None, :, None])
     image += 0.5  # round
     return np.ascontiguousarray(image.astype(np.uint8).transpose(0, 3, 1, 2))
+
+
+def resized_crops_on(pool, slots, taps, device):
+    """`resized_crops` on a torch device, from the pool there (n_pool, stored, stored, 3) uint8 and the crops' taps
+    (`crop_taps`, made on the host): float32 (n, 3, out, out) holding the same integers up to float rounding. The
+    index arrays go to the device from page-locked memory without waiting (on a GPU)."""
+    import torch
+
+    def send(array):
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        return tensor.pin_memory().to(device, non_blocking=True) if torch.device(device).type == "cuda" else tensor.to(device)
+
+    (y0, y1, wy), (x0, x1, wx) = ((send(a) for a in axis) for axis in taps)
+    slots = send(slots)[:, None]
+    top, bottom = pool[slots, y0].float(), pool[slots, y1].float()  # (n, out, stored, 3)
+    rows = torch.lerp(top, bottom, wy[:, :, None, None])
+    n, out, stored, _ = rows.shape
+    left, right = (rows.gather(2, x[:, None, :, None].expand(n, out, out, 3)) for x in (x0, x1))  # (n, out, out, 3)
+    return torch.lerp(left, right, wx[:, None, :, None]).add_(0.5).floor_().permute(0, 3, 1, 2).contiguous()
 
 
 def dead_leaves_image(rng: np.random.Generator, size: int, leaves: int = 120) -> np.ndarray:
@@ -330,6 +354,7 @@ class OverlayImages:
         self._lifetime = draws_per_image if len(self.files) > n else np.iinfo(np.int64).max // 2
         self._reads, self._order, self._pos = 0, self.rng.permutation(n), 0
         self.last_drawn = None
+        self._device_pools, self._stale, self._fresh_reads = {}, {}, set()  # sample_on's copies of the pool
 
     def __len__(self):
         return len(self.files)
@@ -346,6 +371,7 @@ class OverlayImages:
                 self.sizes[slot] = f.height, f.width
                 image = _resize(f, self.stored_size)
         self.pool[slot], self.source[slot] = image, k
+        self._fresh_reads.add(int(slot))
         # When streaming, the first fill staggers the lifetimes so that refills spread evenly over later passes.
         streaming_first_fill = len(self.files) > len(self.pool) > self._reads
         self._draws_left[slot] = 1 + self._reads % self._lifetime if streaming_first_fill else self._lifetime
@@ -357,7 +383,8 @@ class OverlayImages:
         self._pos = (self._pos + n) % len(self._order)
         return slots
 
-    def sample(self, n: int) -> np.ndarray:
+    def _draw(self, n: int):
+        """The next n draws: their pool slots (read in when due), crop boxes, original sizes and flips."""
         slots = self._next_slots(n)
         for slot in np.unique(slots[self._draws_left[slots] <= 0]):
             self._read(slot)
@@ -366,4 +393,34 @@ class OverlayImages:
         sizes = self.sizes[slots]
         boxes = random_resized_crop_boxes(self.rng, sizes[:, 0], sizes[:, 1])
         flips = self.rng.random(n) < 0.5
+        return slots, boxes, sizes, flips
+
+    def sample(self, n: int) -> np.ndarray:
+        """(n, 3, S, S) uint8 images, made on the host."""
+        slots, boxes, sizes, flips = self._draw(n)
         return resized_crops(self.pool, slots, boxes, sizes, self.image_size, flips)
+
+    def sample_on(self, n: int, device):
+        """The same draws as `sample(n)` would make, as a float32 tensor (n, 3, S, S) made on `device`: the pool is
+        uploaded once (then each slot read in since, before the draw that uses it), the host draws the crops and
+        works out their taps (a few KB), and the resize runs on the device. Equal to `sample`'s images up to float
+        rounding (a value may differ by 1 where a pixel lands on .5). On the CPU, `sample`'s numpy resize (2.5x
+        faster there than torch's)."""
+        import torch
+
+        if torch.device(device).type == "cpu":
+            return torch.from_numpy(self.sample(n)).float()
+        slots, boxes, sizes, flips = self._draw(n)
+        key = str(torch.device(device))
+        if key not in self._device_pools:
+            self._device_pools[key] = torch.from_numpy(self.pool).to(device)
+            self._stale[key] = set()
+        for stale in self._stale.values():
+            stale.update(self._fresh_reads)
+        self._fresh_reads.clear()
+        if self._stale[key]:
+            changed = np.array(sorted(self._stale[key]))
+            self._device_pools[key][torch.from_numpy(changed).to(device)] = torch.from_numpy(self.pool[changed]).to(device)
+            self._stale[key].clear()
+        taps = crop_taps(boxes, sizes, self.pool.shape[1], self.image_size, flips)
+        return resized_crops_on(self._device_pools[key], slots, taps, device)

@@ -16,7 +16,11 @@ physics states agree exactly; `mode_frames` checks that (`physics.get_state()`) 
 so each panel stays the env's own observation, not a re-render.
 
 Backgrounds are procedural unless `--video-easy-dir`, `--video-hard-dir` (DMC-GB's video folders) or
-`--davis-dir` (DAVIS 2017, for the distracting_cs modes) are given, as for sgqn.py. Bad arguments
+`--davis-dir` (DAVIS 2017, for the distracting_cs modes) are given, as for sgqn.py.
+
+The last row, "overlay images", is what SGQN's attribution predictor and SVEA's critic train on (one
+panel per column, as `envs.OverlayImages(--overlay-dir, --image-size, --seed).sample` draws them): by
+default dead-leaves images, a generator that no mode's backgrounds come from. Bad arguments
 stop with one line, `error: ...`, exit status 1 (as the training scripts), before any env is made.
 """
 
@@ -50,6 +54,7 @@ def check_gallery_args(args):
         ("--video-easy-dir", args.video_easy_dir),
         ("--video-hard-dir", args.video_hard_dir),
         ("--davis-dir", args.davis_dir),
+        ("--overlay-dir", args.overlay_dir),
     ):
         if folder is not None and not os.path.isdir(folder):
             raise envs.ConfigError(f"{flag} {folder}: no such folder")
@@ -100,6 +105,15 @@ def fitted_font(texts, width, largest) -> ImageFont.FreeTypeFont:
     return font
 
 
+OVERLAY_ROW = "overlay images"
+
+
+def overlay_row(modes, image_size, seed, overlay_dir=None) -> dict[str, np.ndarray]:
+    """{mode: HWC image}: one overlay image per column, the first len(modes) that training would draw."""
+    images = envs.OverlayImages(overlay_dir, image_size, seed).sample(len(modes))
+    return {mode: image.transpose(1, 2, 0) for mode, image in zip(modes, images)}
+
+
 def gallery_image(frames_by_env: dict[str, dict[str, np.ndarray]], scale: int) -> Image.Image:
     """Panels (frames enlarged `scale` times by pixel repetition) in a grid: rows = env ids, columns = modes,
     mode names above the columns and env ids (turned 90 degrees) left of the rows, in a band of equal width."""
@@ -136,6 +150,7 @@ def main():
     parser.add_argument("--video-easy-dir", help="DMC-GB's video_easy folder (default: procedural videos)")
     parser.add_argument("--video-hard-dir", help="DMC-GB's video_hard folder (default: procedural videos)")
     parser.add_argument("--davis-dir", help="DAVIS 2017 folder, for the distracting_cs modes (default: procedural videos)")
+    parser.add_argument("--overlay-dir", help="overlay images' folder, e.g. Places365 (default: procedural dead leaves)")
     args = parser.parse_args()
     folders = dict(video_easy_dir=args.video_easy_dir, video_hard_dir=args.video_hard_dir, davis_dir=args.davis_dir)
     try:
@@ -144,12 +159,16 @@ def main():
             env_id: mode_frames(env_id, args.seed, args.steps, args.modes, args.image_size, **folders)
             for env_id in args.env_ids
         }
+        frames_by_env[OVERLAY_ROW] = overlay_row(args.modes, args.image_size, args.seed, args.overlay_dir)
     except envs.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     image = gallery_image(frames_by_env, args.scale)
     image.save(args.out)
-    print(f"wrote {args.out}: {image.width}x{image.height} px, {len(args.env_ids)} tasks x {len(args.modes)} modes")
+    print(
+        f"wrote {args.out}: {image.width}x{image.height} px, {len(args.env_ids)} tasks x {len(args.modes)} modes, "
+        "and a row of overlay images"
+    )
 
 
 if __name__ == "__main__":

@@ -259,8 +259,9 @@ def main(argv=None):
     # default) into the args it saves; sac_baseline.py measures at the domain's default.
     quantile = getattr(args, "sgqn_quantile", None) or script.domain_quantile(args.env_id)
     out = flags.out or os.path.join(os.path.dirname(flags.checkpoint), f"saliency_figure_step{state['step']}.png")
-    torch.backends.cudnn.deterministic = args.torch_deterministic
+    run_plumbing.cuda_settings(args)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    run_plumbing.render_on(device)  # EGL on the GPU the figure computes on, before the first env
 
     eval_envs = run_plumbing.make_eval_envs(args, eval_seed(args))
     try:

@@ -61,9 +61,10 @@ class Args:
     methods: tuple[str, ...] = (
         "sac=sac_baseline.py --augmentation none",
         "drq=sac_baseline.py --augmentation shift",
+        "svea=sac_baseline.py --augmentation svea",
         "sgqn=sgqn.py",
     )
-    """methods of the grid, each one string `[NAME=]SCRIPT [FLAG ...]`: NAME is the runs' exp_name (default: the script's), FLAGs go to this method only; the default is the paper's SAC, DrQ and SGQN"""
+    """methods of the grid, each one string `[NAME=]SCRIPT [FLAG ...]`: NAME is the runs' exp_name (default: the script's), FLAGs go to this method only; the default is the paper's SAC, SVEA and SGQN, with DrQ beside them"""
     env_ids: tuple[str, ...] = ("walker-walk", "walker-stand", "ball_in_cup-catch", "cartpole-swingup", "finger-spin")
     """DMC tasks of the grid; the default is the paper's five"""
     seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -209,8 +210,9 @@ class TrainingRun(submitit.helpers.Checkpointable):
     from the run folder's checkpoint when there is one. A requeue (Checkpointable.checkpoint)
     submits this same object again, which resumes the same way."""
 
-    def __init__(self, script, fields):
+    def __init__(self, script, fields, gpu=None):
         self.script, self.fields = script, fields  # plain data: no script class in the pickle
+        self.gpu = gpu  # a local sweep's GPU for this run, as its launcher's CUDA numbers it (None: Slurm's, or none)
 
     @property
     def name(self):
@@ -225,6 +227,8 @@ class TrainingRun(submitit.helpers.Checkpointable):
         # submitit logs through its own handler; a library the run imports configures the root
         # logger too, which would print every submitit line a second time.
         logging.getLogger("submitit").propagate = False
+        if self.gpu is not None:  # before anything starts CUDA: the run's cuda:0 is this GPU
+            os.environ["CUDA_VISIBLE_DEVICES"] = self.gpu
         if finished(self):
             return self.run_dir
         module = load_script(self.script)
@@ -453,7 +457,7 @@ def launch_local(args, runs, jobs_dir):
     """Run the runs as local submitit jobs, --parallel at a time, until all have ended. SIGINT or
     SIGTERM stops them: each saves its checkpoint (relaunch to resume)."""
     executor = submitit.LocalExecutor(folder=jobs_dir, max_num_timeout=args.max_timeouts)
-    gpus = list(range(torch.cuda.device_count())) if args.gpus_per_run else []
+    gpus = visible_gpus() if args.gpus_per_run else []
     queue, running, stop = list(runs), {}, []  # running: name -> (job, gpu)
 
     def stop_jobs():
@@ -481,12 +485,10 @@ def launch_local(args, runs, jobs_dir):
                 run = queue.pop(0)
                 busy = [gpu for _, gpu in running.values()]
                 gpu = min(gpus, key=busy.count) if gpus else None
-                executor.update_parameters(
-                    timeout_min=NO_TIME_LIMIT_MIN,
-                    stderr_to_stdout=True,
-                    gpus_per_node=int(gpu is not None),
-                    visible_gpus=() if gpu is None else (gpu,),
-                )
+                # The job sets CUDA_VISIBLE_DEVICES to its GPU itself (TrainingRun.gpu): submitit would
+                # renumber it from 0 and takes numbers only, not the UUIDs CUDA_VISIBLE_DEVICES may hold.
+                executor.update_parameters(timeout_min=NO_TIME_LIMIT_MIN, stderr_to_stdout=True, gpus_per_node=0)
+                run.gpu = gpu
                 # The job starts with SIGINT ignored: a Ctrl-C in the terminal must not reach
                 # submitit's controller, which would SIGKILL the job one second later. main()
                 # installs its own SIGINT handler; the launcher stops jobs with SIGTERM.
@@ -517,6 +519,20 @@ def launch_local(args, runs, jobs_dir):
             signal.signal(s, handler)
         for run in queue:  # never started: no job holds them
             os.remove(record_path(run))
+
+
+def visible_gpus():
+    """The GPUs this launcher may hand to its jobs, one run on each in turn: CUDA_VISIBLE_DEVICES's entries
+    where it is set (a sweep started under CUDA_VISIBLE_DEVICES=2,3 runs its jobs on GPUs 2 and 3, not on 0
+    and 1), up to an entry of -1 (CUDA's "none after this"); else every GPU, 0 to device_count - 1."""
+    if "CUDA_VISIBLE_DEVICES" not in os.environ:
+        return [str(i) for i in range(torch.cuda.device_count())]
+    gpus = []
+    for entry in os.environ["CUDA_VISIBLE_DEVICES"].split(","):
+        if entry.strip() in ("", "-1"):
+            break
+        gpus.append(entry.strip())
+    return gpus
 
 
 @contextlib.contextmanager

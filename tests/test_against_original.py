@@ -11,6 +11,7 @@ import pytest
 import torch
 from common import TINY
 
+import sac_baseline
 import sgqn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,3 +94,34 @@ def test_relative_difference_is_the_largest_gap_over_the_largest_value():
     ours = [torch.tensor([2.0, -4.5]), torch.tensor([2.0])]
     assert against.relative_difference(ours, theirs) == 1.0 / 4.0
     assert against.relative_difference([torch.tensor([0.5])], [torch.zeros(1)]) == 0.5  # theirs all zero: absolute
+
+
+def test_svea_side_served_draws_reproduce_and_a_changed_critic_beta1_diverges(float64):
+    """--algorithm svea: our SVEA update (sac_baseline.py) on served draws (shifts, policy noise, overlay
+    images): two agents with the same weights agree exactly, rows with no mask columns; one whose critic
+    Adam beta1 is 0.9001 diverges at the second update (Adam's first step does not depend on beta1),
+    first seen in the actor loss, which reads the critic after that update's step."""
+    torch.manual_seed(0)
+    args = sac_baseline.Args(**TINY, augmentation="svea", cuda=False)
+    obs_shape = (9, args.image_size, args.image_size)
+    agents = [sac_baseline.make_agent(obs_shape, against.ACTION_DIM, args, torch.device("cpu")) for _ in range(3)]
+    agents[2].critic_optimizer.param_groups[0]["betas"] = (against.BETA1, 0.999)
+    reference, *others = [against.our_parameters(agent) for agent in agents]
+    assert "decoder" not in reference
+    pairs = [{name: (reference[name], other[name]) for name in reference} for other in others]
+    for parameters in pairs:
+        against.copy_weights(parameters)
+    same, diverged = [], []
+    for step, d in enumerate(against.draws(4, args.batch_size, obs_shape), 1):
+        first, again, perturbed = (against.update_ours(agent, args, d, step) for agent in agents)
+        assert first[1] == []  # no mask
+        same.append(against.differences(first, again, pairs[0]))
+        diverged.append(against.differences(first, perturbed, pairs[1]))
+    assert set(same[0]) == {"q loss", *reference} and set(same[1]) == {*against.SVEA_LOSSES, *reference}
+    assert all(value == 0 for row in same for value in row.values())
+    assert against.summary(same, 1e-8) == (
+        "largest difference: 0.0e+00 (q loss, update 1); all within 1e-08: the same update",
+        0,
+    )
+    assert against.first_divergence(diverged, 1e-8)[:2] == (2, "actor loss")
+    assert diverged[1]["conv"] > 1e-8 and max(diverged[0].values()) < 1e-12  # rounding alone at the first

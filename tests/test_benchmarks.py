@@ -213,3 +213,31 @@ def test_representation_probe_reads_a_real_checkpoint(tmp_path):
         text=True,
     )
     assert err.returncode == 1 and err.stderr.count("\n") == 1 and "cannot read checkpoint" in err.stderr, err.stderr
+
+
+def test_gpu_check_dry_run_fills_its_table_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.py --dry-run (what a lent GPU runs, at tiny sizes on the CPU, so that the command
+    cannot rot): every check ok, a time for every configuration but --compile, the loop's figures and the
+    projection; the table written to --out is the one printed."""
+    out_file = tmp_path / "gpu_check.md"
+    env = dict(os.environ, MUJOCO_GL="egl")
+    result = subprocess.run(
+        [sys.executable, "benchmarks/gpu_check.py", "--dry-run", "--threads", "1", "--out", str(out_file)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = dict(re.findall(r"^\| (.+?) \| (.+?) \|$", result.stdout, re.M))
+    checks = [f"update {m}" for m in ("sac", "drq", "svea", "sgqn")]
+    checks += [f"{m}: {c}" for m in ("svea", "sgqn") for c in ("train", "resume", "eval-checkpoint", "saliency figure")]
+    assert all(rows[name].startswith("ok") for name in checks), rows
+    times = {k: v for k, v in rows.items() if k.split()[0] in ("sac", "drq", "svea", "sgqn") and ":" not in k}
+    assert len(times) == 14 and all(
+        re.fullmatch(r"[\d.]+ ms", v) or (" --compile" in k and v.startswith("skipped")) for k, v in times.items()
+    ), times
+    assert float(rows["steps per second (one update per step)"]) > 0
+    assert re.fullmatch(r"[\d.]+ h", rows["projected: 500k steps + 50 evaluations"])
+    assert out_file.read_text().strip() in result.stdout

@@ -81,13 +81,17 @@ def test_cli_writes_the_labelled_grid_of_enlarged_panels(tmp_path, frames):
     image = np.asarray(Image.open(out).convert("RGB"))
     panel, step = SIZE * scale, SIZE * scale + gallery.GAP
     band = image.shape[1] - len(modes) * step  # the labels' strip, left and top
-    assert image.shape == (band + 1 * step, band + len(modes) * step, 3) and 10 <= band < panel
+    assert image.shape == (band + 2 * step, band + len(modes) * step, 3) and 10 <= band < panel
+    overlays = envs.OverlayImages(None, SIZE, SEED).sample(len(modes))  # the last row: the default overlay images
     for col, mode in enumerate(modes):
         shown = image[band : band + panel, band + col * step : band + col * step + panel]
         assert np.array_equal(shown, frames[mode].repeat(scale, axis=0).repeat(scale, axis=1)), mode
         assert image[:band, band + col * step : band + col * step + panel].min() < 100, mode  # its title
+        overlay = image[band + step : band + step + panel, band + col * step : band + col * step + panel]
+        assert np.array_equal(overlay, overlays[col].transpose(1, 2, 0).repeat(scale, axis=0).repeat(scale, axis=1))
     assert image[band : band + panel, :band].min() < 100  # the env id
-    assert "3 modes" in result.stdout
+    assert image[band + step : band + step + panel, :band].min() < 100  # "overlay images"
+    assert "3 modes, and a row of overlay images" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -96,6 +100,7 @@ def test_cli_writes_the_labelled_grid_of_enlarged_panels(tmp_path, frames):
         (["--env-ids", "walker-wlk"], "error: unknown env id 'walker-wlk' (did you mean walker-walk"),
         (["--modes", "train", "video_hardd"], "error: unknown mode 'video_hardd'"),
         (["--video-hard-dir", "no_such_folder"], "error: --video-hard-dir no_such_folder: no such folder"),
+        (["--overlay-dir", "no_such_folder"], "error: --overlay-dir no_such_folder: no such folder"),
     ],
 )
 def test_bad_input_is_a_one_line_error(tmp_path, flags, message):

@@ -407,6 +407,9 @@ BAD = [
     (dict(davis_dir="/no/such/folder", eval_modes=("distracting_cs_hard",)), "--davis-dir /no/such/folder: no such folder"),
     (dict(env_id="hopper-hop", eval_modes=("distracting_cs_easy",)), "distracting_cs"),
     (dict(resume="missing.pt"), "checkpoint not found: missing.pt"),
+    (dict(resume="a_folder"), "--resume a_folder: a folder without checkpoint.pt"),
+    (dict(eval_checkpoint="a_folder"), "--eval-checkpoint a_folder: a folder without checkpoint.pt"),
+    (dict(resume="runs/taken"), "cannot read checkpoint runs/taken/checkpoint.pt"),  # a run folder: its checkpoint.pt
     (dict(eval_checkpoint="corrupt.pt"), "cannot read checkpoint corrupt.pt"),
     (dict(resume="a.pt", eval_checkpoint="b.pt"), "not both"),
     (dict(runs_dir="a_file"), "cannot make the run folder"),
@@ -419,6 +422,7 @@ def test_bad_input_is_one_line_before_any_env_is_built_and_fast(module, tmp_path
     monkeypatch.chdir(tmp_path)
     (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
     (tmp_path / "a_file").write_text("")
+    os.makedirs(tmp_path / "a_folder")
     os.makedirs(tmp_path / "runs" / "taken")
     (tmp_path / "runs" / "taken" / "checkpoint.pt").write_bytes(b"")
 
@@ -644,7 +648,7 @@ def test_the_console_is_never_quiet_for_long_and_an_evaluation_does_not_upset_th
     assert max(np.diff(times)) <= 20 + 5, out.lines  # a training step takes a few calls of the clock
     text = [line for _, line in out.lines]
     assert any(re.fullmatch(r"evaluating: episode [12]/3, step \d+", line) for line in text), text
-    assert any(re.fullmatch(r"step 20/60  first updates \d+/20, .* to go", line) for line in text), text
+    assert any(re.fullmatch(r"step 20/60  first updates \d+/20, .* to go; the run at most .*", line) for line in text), text
     sps = [(int(m[1]), float(m[2])) for line in text if (m := re.match(r"step (\d+)/60  SPS ([\d.]+)", line))]
     before = [rate for step, rate in sps if 21 <= step <= 30]
     after = next(rate for step, rate in sps if step > 30)

@@ -10,6 +10,7 @@ import types
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import toy_task
 from common import ROOT, TINY, read_scalars
 
@@ -261,6 +262,71 @@ def test_update_with_two_shift_copies_against_a_hand_computation(monkeypatch):
     assert torch.equal(actor_obs[0], obs[:8])
 
 
+@pytest.mark.parametrize("alpha, beta", [(0.5, 0.5), (0.3, 0.7)])
+def test_svea_update_against_the_originals_two_formulas(alpha, beta):
+    """--augmentation svea (Hansen et al. 2021): our one critic pass over [obs; overlaid obs] gives the
+    original's loss and gradients, whichever of its branches applies: for alpha = beta, (alpha + beta) x
+    the MSE over the stacked batch; otherwise alpha x the clean MSE + beta x the overlaid one, two passes.
+    The overlay is 0.5 obs + 0.5 image over each frame; the target comes from the clean next_obs; the
+    actor reads the clean obs."""
+    torch.manual_seed(0)
+    args = tiny_args(augmentation="svea", svea_alpha=alpha, svea_beta=beta, critic_lr=0.0)  # lr 0: the step moves nothing
+    agent = sac.make_agent((9, 32, 32), 2, args, "cpu")
+    buffer, _ = collect("toy-reach", 100)
+    batch, images = buffer.sample(8), torch.randint(0, 256, (8, 3, 32, 32)).float()
+    torch.manual_seed(1)  # the update draws the same shifts, then the same target actions
+    obs, action, reward, next_obs, not_done = sac.shifted_copies(batch, 1)
+    target = sac.td_target(agent, reward, next_obs, not_done, args.gamma)
+    overlaid = 0.5 * obs + 0.5 * torch.cat([images] * 3, dim=1)
+    agent.critic.zero_grad()
+    if alpha == beta:
+        q1, q2 = agent.critic(torch.cat([obs, overlaid]), torch.cat([action, action]))
+        expected = (alpha + beta) * (F.mse_loss(q1, target.repeat(2, 1)) + F.mse_loss(q2, target.repeat(2, 1)))
+    else:
+        expected = sum(
+            w * (F.mse_loss(q1, target) + F.mse_loss(q2, target))
+            for w, (q1, q2) in ((alpha, agent.critic(obs, action)), (beta, agent.critic(overlaid, action)))
+        )
+    expected.backward()
+    expected_grads = [p.grad.clone() for p in agent.critic.parameters()]
+    actor_obs = []
+    real_actor_update = sac.update_actor_and_alpha
+    sac.update_actor_and_alpha = lambda agent, obs, target_entropy: actor_obs.append(obs) or {}
+    try:
+        torch.manual_seed(1)
+        metrics = sac.update(agent, batch, 0, args, -2.0, images)
+    finally:
+        sac.update_actor_and_alpha = real_actor_update
+    assert metrics["losses/critic_loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+    for ours, theirs in zip((p.grad for p in agent.critic.parameters()), expected_grads):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7)
+    assert torch.equal(actor_obs[0], obs)  # clean, shifted
+    with torch.no_grad():
+        q1_clean, _ = agent.critic(obs, action)
+    assert metrics["losses/qf1_loss"].item() == pytest.approx(F.mse_loss(q1_clean, target).item(), rel=1e-6)
+
+
+def test_svea_trains_end_to_end(toy_envs, tmp_path):
+    """A short SVEA run draws one overlay image per row at every update from the default (dead-leaves)
+    family, logs its losses, and its checkpoint holds --augmentation svea and its weights."""
+    args = tiny_args(
+        env_id="toy-reach", augmentation="svea", svea_beta=0.7, total_timesteps=60, learning_starts=40,
+        eval_freq=60, eval_episodes=1, eval_modes=("train",), runs_dir=str(tmp_path), run_name="svea", log_freq=10,
+    )  # fmt: skip
+    drawn = []
+    real_sample = sac.envs.OverlayImages.sample
+    sac.envs.OverlayImages.sample = lambda self, n: drawn.append(n) or real_sample(self, n)
+    try:
+        run_dir = sac.main(args)
+    finally:
+        sac.envs.OverlayImages.sample = real_sample
+    assert drawn == [16] * (40 + 19)  # the burst of 40 at step 40, then one per step to 59
+    scalars = read_scalars(run_dir)
+    assert "losses/svea_overlay_loss" in scalars and "losses/critic_loss" in scalars
+    saved = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)
+    assert saved["args"]["augmentation"] == "svea" and saved["args"]["svea_beta"] == 0.7
+
+
 def test_actor_step_leaves_conv_stack_alone_and_critic_step_trains_it():
     torch.manual_seed(0)
     args = tiny_args()
@@ -501,6 +567,10 @@ def test_checkpoint_errors_are_one_line(toy_envs, tmp_path):
         (["--augmentation", "shift", "--shift-copies", "0"], "--shift-copies 0: must be at least 1"),
         (["--total-timestep", "5"], "unrecognized --total-timestep 5 (did you mean --total-timesteps?)"),  # a typo
         (["--augmentation", "flip"], "invalid choice 'flip' for argument '--augmentation'"),
+        (["--svea-beta", "0.3"], "--svea-beta: SVEA's, used only with --augmentation svea"),
+        (["--overlay-dir", "."], "--overlay-dir: SVEA's, used only with --augmentation svea"),
+        (["--augmentation", "svea", "--svea-alpha", "-1"], "--svea-alpha -1.0: must be 0 or more"),
+        (["--augmentation", "svea", "--overlay-dir", "/no/such/folder"], "--overlay-dir /no/such/folder: no such folder"),
     ],
 )
 def test_cli_bad_input_is_one_line(flags, message, tmp_path):

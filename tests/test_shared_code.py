@@ -59,7 +59,7 @@ def test_training_loops_differ_only_by_sgqn_lines():
         "returns, _, saliency = evaluate(",
         "agent, eval_envs, args, device, domain_quantile(args.env_id), run.video_dir, global_step, stop",
         "rows = args.batch_size * args.shift_copies",
-        "images = torch.as_tensor(overlay.sample(rows), device=device).float() if overlay else None",
+        "images = overlay.sample_on(rows, device) if overlay else None  # made on the device",
     ]
 
 

@@ -352,3 +352,17 @@ def test_sweep_through_slurm_requeues_after_usr1(tmp_path, slurm):
     assert_finished_once(runs_dir, runs)
     states = status_lines(tmp_path, grid, slurm)
     assert set(states.values()) == {"done"} and len(states) == 2, states
+
+
+def test_default_grid_is_the_papers_three_methods_with_drq_beside_them(tmp_path):
+    """The default --methods: SAC, DrQ, SVEA and SGQN, each a script with its flags, every run checked by its script."""
+    args = sweep_module.Args(env_ids=("cartpole-swingup",), seeds=(1,), runs_dir=str(tmp_path / "runs"))
+    runs = sweep_module.build_grid(args, [])
+    got = {run.fields["exp_name"]: (os.path.basename(run.script), run.fields["augmentation"]) for run in runs}
+    assert got == {
+        "sac": ("sac_baseline.py", "none"),
+        "drq": ("sac_baseline.py", "shift"),
+        "svea": ("sac_baseline.py", "svea"),
+        "sgqn": ("sgqn.py", "shift"),
+    }
+    assert os.listdir(tmp_path) == []
