@@ -178,7 +178,7 @@ def checked_args(args, script, given=None):
             raise envs.ConfigError(f"{as_flag(name, getattr(args, name))}: must be at least 1")
     if args.shift_copies > 1 and args.augmentation == "none":
         raise envs.ConfigError(
-            f"--shift-copies {args.shift_copies} needs --augmentation shift (unshifted copies would all be the same)"
+            f"--shift-copies {args.shift_copies} needs --augmentation shift or svea (unshifted copies would all be the same)"
         )
     if args.track:
         try:
@@ -563,25 +563,51 @@ def cuda_settings(args):
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.tf32
 
 
+EGL_CUDA_DEVICE_NV = 0x323A  # EGL_NV_device_cuda: the CUDA device number of an EGL device
+
+
+def egl_device_of_cuda(cuda_index):
+    """The number, as MUJOCO_EGL_DEVICE_ID counts EGL's devices, of the one whose CUDA device number (the NVIDIA
+    driver's EGL_CUDA_DEVICE_NV, in this process's numbering: CUDA_VISIBLE_DEVICES applied) is `cuda_index`; None
+    where no device says (Mesa, a driver without EGL_NV_device_cuda) or EGL cannot be asked."""
+    try:
+        os.environ.setdefault("PYOPENGL_PLATFORM", "egl")  # as dm_control sets it for MUJOCO_GL=egl
+        from dm_control._render.pyopengl import egl_ext
+        from OpenGL import EGL
+
+        prototype = ctypes.CFUNCTYPE(ctypes.c_uint, ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_ssize_t))
+        query = prototype(EGL.eglGetProcAddress("eglQueryDeviceAttribEXT"))
+        for number, device in enumerate(egl_ext.eglQueryDevicesEXT()):
+            value = ctypes.c_ssize_t(-1)
+            if (
+                query(ctypes.cast(device, ctypes.c_void_p).value, EGL_CUDA_DEVICE_NV, ctypes.byref(value))
+                and value.value == cuda_index
+            ):
+                return number
+    except Exception:  # no EGL, no extension: EGL's own choice stands
+        return None
+    return None
+
+
 def render_on(device):
     """Render where the run trains: on a CUDA device, with MUJOCO_GL=egl and no MUJOCO_EGL_DEVICE_ID of the user's,
-    set MUJOCO_EGL_DEVICE_ID to the run's GPU, so that its env and eval workers (they inherit the environment) do
-    not all render on the host's first GPU. The run's cuda:0 is CUDA_VISIBLE_DEVICES's first entry where that is set
-    (Slurm and experiments/sweep.py set it), and EGL numbers the host's GPUs as CUDA_VISIBLE_DEVICES does (both in
-    the driver's order on a node of one GPU model; set CUDA_DEVICE_ORDER=PCI_BUS_ID where models are mixed). An entry
-    that is not a number (a GPU UUID, a MIG instance) leaves EGL's choice, its first device. Call before the first
+    set MUJOCO_EGL_DEVICE_ID to the EGL device that is the run's GPU, so that its env and eval workers (they
+    inherit the environment) do not render on another GPU. EGL's numbering need not be CUDA's (the NVIDIA driver
+    may list only the GPUs CUDA_VISIBLE_DEVICES leaves, or all of them), so the device is found by the CUDA
+    number it reports (`egl_device_of_cuda`); where none reports one, EGL's first device. Call before the first
     env is made. Returns the line the start block shows."""
     if device.type != "cuda":
         return None
     if os.environ.get("MUJOCO_GL") != "egl":
         return f"rendering: MUJOCO_GL={os.environ.get('MUJOCO_GL')}"
     if "MUJOCO_EGL_DEVICE_ID" not in os.environ:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-        index = device.index if device.index is not None else 0
-        gpu = visible if "CUDA_VISIBLE_DEVICES" in os.environ else str(index)
-        if not gpu.isdigit():
-            return f"rendering: EGL's first device (CUDA_VISIBLE_DEVICES names the GPU {gpu!r}, not a number)"
-        os.environ["MUJOCO_EGL_DEVICE_ID"] = gpu
+        cuda_index = (
+            device.index if device.index is not None else 0
+        )  # "cuda": the current device, 0 (the scripts never set it)
+        number = egl_device_of_cuda(cuda_index)
+        if number is None:
+            return f"rendering: EGL's first device (none reports CUDA device {cuda_index})"
+        os.environ["MUJOCO_EGL_DEVICE_ID"] = str(number)
     return f"rendering: EGL device {os.environ['MUJOCO_EGL_DEVICE_ID']}"
 
 
@@ -727,11 +753,13 @@ class Run:
             if CONSOLE.due():
                 per_update = (time.time() - self.burst_start) / (i + 1)
                 to_go = duration(per_update * (updates - i - 1))
-                # The run's rest at the burst's pace, an upper bound: the burst's updates are all full (even) steps.
-                run_to_go = duration(per_update * (updates - i - 1 + self.args.total_timesteps - step - 1))
+                # The run's updates left, at the burst's pace (its updates are all full, even-step ones, when
+                # learning_starts is even: then more than the run's mix of odd and even steps costs); env steps
+                # and evaluations come on top.
+                updates_to_go = duration(per_update * (updates - i - 1 + self.args.total_timesteps - step - 1))
                 CONSOLE.print(
                     f"step {step}/{self.args.total_timesteps}  first updates {i + 1}/{updates}, {to_go} to go; "
-                    f"the run at most {run_to_go}"
+                    f"the run's updates about {updates_to_go} more"
                 )
 
     def step_ended(self, step, metrics):

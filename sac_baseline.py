@@ -26,7 +26,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal, Optional
 
 import numpy as np
@@ -67,7 +67,7 @@ class Args:
     augmentation: Literal["none", "shift", "svea"] = "none"
     """`none`: DMC-GB's SAC; `shift`: DrQ's random shift (pad 4, replicate) of obs and next_obs; `svea`: the shift, and the critic also trains on the overlaid obs (SVEA)"""
     shift_copies: int = 1
-    """with --augmentation shift: copies of each sampled transition, each shifted on its own, TD targets averaged over them (DrQ's K = M; 1 as DMC-GB, 2 as DrQ)"""
+    """with --augmentation shift (or svea): copies of each sampled transition, each shifted on its own, TD targets averaged over them (DrQ's K = M; 1 as DMC-GB, 2 as DrQ)"""
     svea_alpha: float = 0.5
     """with --augmentation svea: weight of the critic's loss on the shifted obs (SVEA's alpha)"""
     svea_beta: float = 0.5
@@ -214,14 +214,14 @@ def check_svea_args(args):
     for name in ("svea_alpha", "svea_beta"):
         if getattr(args, name) < 0:
             raise envs.ConfigError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 0 or more")
-    if args.overlay_dir and not os.path.isdir(args.overlay_dir):
+    if args.overlay_dir and not os.path.isdir(args.overlay_dir) and not args.eval_checkpoint:  # evaluating draws none
         raise envs.ConfigError(f"--overlay-dir {args.overlay_dir}: no such folder")
-    unused = [f"--{n.replace('_', '-')}" for n, d in SVEA_DEFAULTS.items() if getattr(args, n) != d]
+    defaults = {f.name: f.default for f in fields(Args)}
+    unused = [
+        f"--{n.replace('_', '-')}" for n in ("svea_alpha", "svea_beta", "overlay_dir") if getattr(args, n) != defaults[n]
+    ]
     if args.augmentation != "svea" and unused:
         raise envs.ConfigError(f"{' '.join(unused)}: SVEA's, used only with --augmentation svea")
-
-
-SVEA_DEFAULTS = {"svea_alpha": 0.5, "svea_beta": 0.5, "overlay_dir": None}
 
 
 def projection(in_dim, out_dim):

@@ -69,7 +69,7 @@ class Args:
     augmentation: Literal["none", "shift"] = "shift"
     """random shift (pad 4, replicate) of obs and next_obs, as DrQ; `none` only for ablations"""
     shift_copies: int = 1
-    """with --augmentation shift: copies of each sampled transition, each shifted on its own, TD targets averaged over them (DrQ's K = M; 1 as DMC-GB, 2 as DrQ)"""
+    """with --augmentation shift (or svea): copies of each sampled transition, each shifted on its own, TD targets averaged over them (DrQ's K = M; 1 as DMC-GB, 2 as DrQ)"""
     critic_lr: float = 1e-3
     """critic learning rate (Adam, beta1 0.9)"""
     actor_lr: float = 1e-3
@@ -497,7 +497,7 @@ def check_sgqn_args(args):
     for name in ("consistency_weight", "aux_update_freq", "critic_weight_decay"):
         if getattr(args, name) < 0:
             raise envs.ConfigError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 0 or more")
-    if args.overlay_dir and not os.path.isdir(args.overlay_dir):
+    if args.overlay_dir and not os.path.isdir(args.overlay_dir) and not args.eval_checkpoint:  # evaluating draws none
         raise envs.ConfigError(f"--overlay-dir {args.overlay_dir}: no such folder")
 
 

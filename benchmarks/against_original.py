@@ -39,8 +39,10 @@ used by the update). The shared draws are served at their draw points: the origi
 noise and grey level (`torch.rand`); our overlay images are the update's argument.
 
 --time instead times each side's update at the paper's size (projection 100, hidden 1024, batch 128,
-float32), interleaved in one process: the original's SAC and SGSAC against sac_baseline.py's and
-sgqn.py's update, median ms per update (mean of an odd and an even step) and the ratios. Both sides
+float32), interleaved in one process: the original's SAC, SGSAC and SVEA against sac_baseline.py's,
+sgqn.py's and sac_baseline.py --augmentation svea's update, median ms per update (mean of an odd and
+an even step) and the ratios (our SVEA's time includes its random shift, a few ms on a CPU).
+`--device cuda` times both sides on the GPU (benchmarks/gpu_check.py does). Both sides
 get ready batches and overlay images, so sampling and shifting are not timed; torch's threads as set
 (OMP_NUM_THREADS).
 """
@@ -371,7 +373,11 @@ def time_updates(opts):
     buffer = types.SimpleNamespace(sample=lambda: batch, sample_drq=lambda: batch)  # sampling untimed on both sides
     sac_args = our_args(sac_baseline, PAPER_SIZE)
     sgqn_args = our_args(sgqn, PAPER_SIZE, sgqn_quantile=RHO, critic_weight_decay=WEIGHT_DECAY, augmentation="none")
-    their_sac, their_sgsac = (original_agent(original, algorithm, PAPER_SIZE, device=device) for algorithm in ("sac", "sgsac"))
+    their_sac, their_sgsac, their_svea = (
+        original_agent(original, a, PAPER_SIZE, device=device) for a in ("sac", "sgsac", "svea")
+    )
+    svea_args = our_args(sac_baseline, PAPER_SIZE, augmentation="svea")
+    our_svea = sac_baseline.make_agent(OBS_SHAPE, ACTION_DIM, svea_args, device)
     our_sac = sac_baseline.make_agent(OBS_SHAPE, ACTION_DIM, sac_args, device)
     our_sgqn = sgqn.make_agent(OBS_SHAPE, ACTION_DIM, sgqn_args, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -381,6 +387,8 @@ def time_updates(opts):
         "ours SAC": lambda step: sac_baseline.update(our_sac, batch, step, sac_args, -ACTION_DIM),
         "original SGSAC": lambda step: their_sgsac.update(buffer, None, step),
         "ours SGQN": lambda step: sgqn.update(our_sgqn, batch, step, sgqn_args, -ACTION_DIM, 255 * images),
+        "original SVEA": lambda step: their_svea.update(buffer, None, step),
+        "ours SVEA": lambda step: sac_baseline.update(our_svea, batch, step, svea_args, -ACTION_DIM, 255 * images),
     }
     print(
         f"ms per update (median of {opts.repeats}, each the mean of an odd and an even step), float32, 11 convs x 32, "
@@ -402,7 +410,11 @@ def time_updates(opts):
                 if repeat:
                     times[name].append(1000 * (time.perf_counter() - start) / 2)
     ms = {name: statistics.median(t) for name, t in times.items()}
-    for method, theirs, mine in (("SAC", "original SAC", "ours SAC"), ("SGQN", "original SGSAC", "ours SGQN")):
+    for method, theirs, mine in (
+        ("SAC", "original SAC", "ours SAC"),
+        ("SGQN", "original SGSAC", "ours SGQN"),
+        ("SVEA", "original SVEA", "ours SVEA"),
+    ):
         print(f"{method}: original {ms[theirs]:.0f} ms, ours {ms[mine]:.0f} ms (ours / original {ms[mine] / ms[theirs]:.2f})")
     return 0
 

@@ -20,9 +20,14 @@ It prints one table, and writes it to --out (markdown), in three parts:
    (cudnn.benchmark), and SAC and SGQN with --tf32, --bf16 and --compile; with --original-src, the
    original code's SAC and SGSAC on the same GPU (benchmarks/against_original.py --time --device cuda);
 3. the real loop, `sgqn.py --env-id cheetah-run` at the paper's size (benchmarks/loop_speed.py's
-   timers): agent steps per second once one update follows each step, the shares of update, env and
-   the rest, the first updates' burst, one evaluation on the eight modes, and the projected hours of
-   the paper's 500k steps with an evaluation every 10k.
+   timers, synchronised on the GPU): agent steps per second once one update follows each step, the
+   shares of update, env and the rest, the first updates' burst, one evaluation on the five DMC-GB
+   modes (2 episodes, counted as the scripts' 10), and the projected hours of the paper's 500k steps
+   with its 51 evaluations (every 10k steps and at step 0).
+
+Each part's table is printed (and written to --out) as soon as it is done, and a part that fails
+or hangs becomes a FAILED row: one problem does not lose the session's other figures. Exit status
+1 if any row failed.
 
 --dry-run does all of it on the CPU at tiny sizes (2 convs x 8 filters, 32 pixels, batch 16; no
 compile, no original), where there is no sync debug mode: a pass there says the script runs, not
@@ -66,8 +71,10 @@ def install(folder):
         raise SystemExit(f"error: --install {folder}: no such folder (make it with --prepare)")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links", folder, *PACKAGES], check=True)
     debs = glob.glob(os.path.join(folder, "*.deb"))
-    if debs:
-        subprocess.run(["dpkg", "-i", *debs], check=True, capture_output=True)
+    if debs:  # best effort: a GPU image usually has EGL from its driver; the .debs come without their dependencies
+        result = subprocess.run(["dpkg", "-i", *debs], capture_output=True, text=True)
+        if result.returncode:
+            print(f"note: dpkg -i of the EGL packages failed ({first_line(result.stderr)}); going on with the image's EGL")
 
 
 def first_line(text):
@@ -76,9 +83,12 @@ def first_line(text):
     return (errors or lines or ["(no output)"])[-1][:160]
 
 
-def run(command, env, timeout=600):
-    """A subprocess in the repository: (ok, its output)."""
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+def run(command, env, timeout=300):
+    """A subprocess in the repository: (ok, its output); one that runs past `timeout` seconds is a failure."""
+    try:
+        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False, f"error: timed out after {timeout} s: {' '.join(command[1:3])}"
     return result.returncode == 0, result.stdout + result.stderr
 
 
@@ -95,6 +105,7 @@ def check_updates(device_name, dry_run):
 
     device = torch.device(device_name)
     results = {}
+    overlay = envs.OverlayImages(None, 32 if dry_run else 84, 0)  # one pool for all methods (500 images to make)
     for method, flags in METHODS.items():
         module = sgqn if method == "sgqn" else sac_baseline
         changes = {"augmentation": flags[1]} if flags else {}
@@ -114,7 +125,6 @@ def check_updates(device_name, dry_run):
             for _ in range(500):
                 frame = torch.randint(0, 256, (3, args.image_size, args.image_size), generator=rng, dtype=torch.uint8)
                 buffer.add(frame.numpy(), torch.rand(6, generator=rng).numpy() * 2 - 1, 0.5, False)
-            overlay = envs.OverlayImages(None, args.image_size, 0)
             for step in (1, 2):
                 batch = buffer.sample(args.batch_size)
                 images = overlay.sample_on(args.batch_size, device)  # as main() makes them
@@ -148,7 +158,7 @@ def check_runs(env, dry_run, scratch):
         checkpoint = os.path.join(runs, method, "checkpoint.pt")
         steps = [
             ("train", [sys.executable, script, *common, *flags, "--total-timesteps", "30", "--eval-freq", "30"]),
-            ("resume", [sys.executable, script, "--resume", checkpoint, "--total-timesteps", "45"]),
+            ("resume", [sys.executable, script, "--resume", checkpoint, "--total-timesteps", "60"]),
             ("eval-checkpoint", [sys.executable, script, "--eval-checkpoint", checkpoint, "--eval-modes", *modes]),
             ("saliency figure", [sys.executable, "experiments/saliency_figure.py", checkpoint, "--modes", *modes]),
         ]
@@ -196,7 +206,7 @@ def update_times(env, dry_run, original_src):
     if original_src and not dry_run:
         command = [sys.executable, "benchmarks/against_original.py", "--src", original_src, "--time", "--device", "cuda"]
         ok, output = run(command, env)
-        for method in ("SAC", "SGQN"):
+        for method in ("SAC", "SGQN", "SVEA"):
             found = re.search(rf"{method}: original (\d+) ms, ours (\d+) ms", output)
             rows[f"original {method} (against_original.py --time --device cuda)"] = (
                 f"original {found.group(1)} ms, ours {found.group(2)} ms" if ok and found else f"FAILED: {first_line(output)}"
@@ -222,7 +232,7 @@ def loop(dry_run, threads):
                            eval_modes=envs.MODES, eval_episodes=2)  # fmt: skip
     one_eval = r["eval_s"] / max(r["evaluations"], 1)
     full_eval = one_eval * (10 / 2 if not dry_run else 1)  # the scripts evaluate 10 episodes per mode
-    hours = (500_000 / r["sps"] + 50 * full_eval) / 3600
+    hours = (500_000 / r["sps"] + 51 * full_eval) / 3600
     shares = r["shares"]
     return {
         "configuration": "tiny, cartpole-balance, CPU" if dry_run else "paper size, cheetah-run, fp32, deterministic",
@@ -232,8 +242,8 @@ def loop(dry_run, threads):
             f"{100 * shares[k]:.0f}%" for k in ("update", "env", "act", "sample", "other")
         ),
         "first updates' burst": f"{r['burst_n']} updates in {r['burst_s']:.1f} s",
-        "one evaluation, 8 modes x 10 episodes": f"{full_eval:.0f} s" + (" (dry run: 1 mode x 1 episode)" if dry_run else ""),
-        "projected: 500k steps + 50 evaluations": f"{hours:.1f} h",
+        "one evaluation, 5 modes x 10 episodes": f"{full_eval:.0f} s" + (" (dry run: 1 mode x 1 episode)" if dry_run else ""),
+        "projected: 500k steps + 51 evaluations": f"{hours:.1f} h",
     }
 
 
@@ -274,23 +284,33 @@ def main():
     started = time.time()
     device = "cpu" if opts.dry_run else "cuda"
     on = "CPU (dry run)" if opts.dry_run else torch.cuda.get_device_name(0)
+    head = f"## gpu_check.py on {on}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}\n"
+    print(head, flush=True)
+    text, failed = head, []
     with tempfile.TemporaryDirectory() as scratch:
-        checks = check_updates(device, opts.dry_run) | check_runs(env, opts.dry_run, scratch)
-    parts = [(f"1. checks on {on}", checks)]
-    parts.append(
-        (
-            f"2. ms per update ({'tiny' if opts.dry_run else 'paper size, batch 128'})",
-            update_times(env, opts.dry_run, opts.original_src),
-        )
-    )
-    parts.append(("3. the real loop of sgqn.py", loop(opts.dry_run, opts.threads)))
-    head = f"## gpu_check.py on {on}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, {time.time() - started:.0f} s\n"
-    text = head + table(parts)
-    print(text)
+        parts = (
+            (f"1. checks on {on}", lambda: check_updates(device, opts.dry_run) | check_runs(env, opts.dry_run, scratch)),
+            (f"2. ms per update ({'tiny' if opts.dry_run else 'paper size, batch 128'})", lambda: update_times(env, opts.dry_run, opts.original_src)),
+            ("3. the real loop of sgqn.py", lambda: loop(opts.dry_run, opts.threads)),
+        )  # fmt: skip
+        for title, part in parts:
+            try:
+                rows = part()
+            except Exception as e:  # the part's row says what broke; the other parts still run
+                traceback.print_exc()
+                rows = {"the whole part": f"FAILED: {type(e).__name__}: {str(e).splitlines()[0][:140] if str(e) else ''}"}
+            part_text = table([(title, rows)])
+            print(part_text, flush=True)
+            text += part_text
+            failed += [k for k, v in rows.items() if str(v).startswith("FAILED")]
+            if opts.out:
+                with open(opts.out, "w") as f:
+                    f.write(text)
+    tail = f"\n{time.time() - started:.0f} s in all; {len(failed)} failed\n"
+    print(tail)
     if opts.out:
         with open(opts.out, "w") as f:
-            f.write(text)
-    failed = [k for _, rows in parts for k, v in rows.items() if str(v).startswith("FAILED")]
+            f.write(text + tail)
     return 1 if failed else 0
 
 

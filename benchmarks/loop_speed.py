@@ -71,6 +71,7 @@ def run(algorithm, size, env_id, threads, cuda=False, steps=None, **changes):
     )
     args = module.Args(**{**fields, **SIZES[size], **changes})
     events = []  # (kind, t_start, t_end, step or None)
+    sync = torch.cuda.synchronize if cuda and torch.cuda.is_available() else (lambda: None)
     in_eval = [False]
 
     def timed(kind, step_arg=None, skip_in_eval=False):
@@ -78,8 +79,10 @@ def run(algorithm, size, env_id, threads, cuda=False, steps=None, **changes):
             def inner(*a, **kw):
                 if skip_in_eval and in_eval[0]:
                     return fn(*a, **kw)
+                sync()
                 t = time.perf_counter()
                 out = fn(*a, **kw)
+                sync()  # on a GPU: the call's kernels are charged to it, not to the next call that waits
                 events.append((kind, t, time.perf_counter(), a[step_arg] if step_arg is not None else None))
                 return out
 

@@ -95,6 +95,7 @@ class PhaseTimer:
     def __init__(self, device):
         self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         self.current = defaultdict(float)
+        self.patched = []  # (module, name, original): put back by restore()
 
     def wrap(self, fn, phase):
         def timed(*a, **kw):
@@ -108,7 +109,14 @@ class PhaseTimer:
         return timed
 
     def patch(self, module, name, phase):
+        self.patched.append((module, name, getattr(module, name)))
         setattr(module, name, self.wrap(getattr(module, name), phase))
+
+    def restore(self):
+        """The module functions as they were (a caller may run main() again in the same process)."""
+        for module, name, original in reversed(self.patched):
+            setattr(module, name, original)
+        self.patched.clear()
 
 
 def filled_buffer(module, device, frames=2000, episode_length=500, seed=0):
@@ -202,13 +210,16 @@ def main():
         f"{opts.threads} threads"
     )
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    t = time.perf_counter()
-    for step in range(opts.warmup):
-        one_step(step)
-    print(f"warmup: {opts.warmup} updates in {time.perf_counter() - t:.1f} s")
     runs = {"odd": [], "even": []}
-    for step in range(opts.warmup, opts.warmup + opts.steps):
-        runs["even" if step % 2 == 0 else "odd"].append(one_step(step))
+    try:
+        t = time.perf_counter()
+        for step in range(opts.warmup):
+            one_step(step)
+        print(f"warmup: {opts.warmup} updates in {time.perf_counter() - t:.1f} s")
+        for step in range(opts.warmup, opts.warmup + opts.steps):
+            runs["even" if step % 2 == 0 else "odd"].append(one_step(step))
+    finally:
+        timer.restore()
     print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
     def med(kind, phase):

@@ -263,18 +263,21 @@ def resized_crops(pool: np.ndarray, slots, boxes, sizes, out: int, flips) -> np.
     return np.ascontiguousarray(image.astype(np.uint8).transpose(0, 3, 1, 2))
 
 
-def resized_crops_on(pool, slots, taps, device):
-    """`resized_crops` on a torch device, from the pool there (n_pool, stored, stored, 3) uint8 and the crops' taps
-    (`crop_taps`, made on the host): float32 (n, 3, out, out) holding the same integers up to float rounding. The
-    index arrays go to the device from page-locked memory without waiting (on a GPU)."""
+def send(array, device):
+    """A numpy array as a tensor on `device`; to a GPU from page-locked memory, without waiting."""
     import torch
 
-    def send(array):
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
-        return tensor.pin_memory().to(device, non_blocking=True) if torch.device(device).type == "cuda" else tensor.to(device)
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    return tensor.pin_memory().to(device, non_blocking=True) if torch.device(device).type == "cuda" else tensor.to(device)
 
-    (y0, y1, wy), (x0, x1, wx) = ((send(a) for a in axis) for axis in taps)
-    slots = send(slots)[:, None]
+
+def resized_crops_on(pool, slots, taps, device):
+    """`resized_crops` on a torch device, from the pool there (n_pool, stored, stored, 3) uint8 and the crops' taps
+    (`crop_taps`, made on the host): float32 (n, 3, out, out) holding the same integers up to float rounding."""
+    import torch
+
+    (y0, y1, wy), (x0, x1, wx) = ((send(a, device) for a in axis) for axis in taps)
+    slots = send(slots, device)[:, None]
     top, bottom = pool[slots, y0].float(), pool[slots, y1].float()  # (n, out, stored, 3)
     rows = torch.lerp(top, bottom, wy[:, :, None, None])
     n, out, stored, _ = rows.shape
@@ -410,17 +413,23 @@ class OverlayImages:
 
         if torch.device(device).type == "cpu":
             return torch.from_numpy(self.sample(n)).float()
+        return self.resized_on(n, device)
+
+    def resized_on(self, n: int, device):
+        """`sample_on`'s device path, on any device (on the CPU too: the tests compare it with `sample`)."""
+        import torch
+
         slots, boxes, sizes, flips = self._draw(n)
         key = str(torch.device(device))
         if key not in self._device_pools:
-            self._device_pools[key] = torch.from_numpy(self.pool).to(device)
+            self._device_pools[key] = torch.tensor(self.pool, device=device)  # a copy, also on the CPU
             self._stale[key] = set()
         for stale in self._stale.values():
             stale.update(self._fresh_reads)
         self._fresh_reads.clear()
         if self._stale[key]:
             changed = np.array(sorted(self._stale[key]))
-            self._device_pools[key][torch.from_numpy(changed).to(device)] = torch.from_numpy(self.pool[changed]).to(device)
+            self._device_pools[key][send(changed, device)] = send(self.pool[changed], device)
             self._stale[key].clear()
         taps = crop_taps(boxes, sizes, self.pool.shape[1], self.image_size, flips)
         return resized_crops_on(self._device_pools[key], slots, taps, device)

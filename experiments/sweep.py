@@ -227,8 +227,9 @@ class TrainingRun(submitit.helpers.Checkpointable):
         # submitit logs through its own handler; a library the run imports configures the root
         # logger too, which would print every submitit line a second time.
         logging.getLogger("submitit").propagate = False
-        if self.gpu is not None:  # before anything starts CUDA: the run's cuda:0 is this GPU
-            os.environ["CUDA_VISIBLE_DEVICES"] = self.gpu
+        gpu = getattr(self, "gpu", None)  # a run pickled before runs had one (a requeue across an upgrade): none
+        if gpu is not None:  # before anything starts CUDA: the run's cuda:0 is this GPU
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpu
         if finished(self):
             return self.run_dir
         module = load_script(self.script)

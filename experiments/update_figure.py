@@ -94,6 +94,12 @@ def agent_and_buffer(sgqn, opts):
     args = sgqn.Args(**{k: v for k, v in state["args"].items() if k in sgqn.Args.__dataclass_fields__})
     args.sgqn_quantile = args.sgqn_quantile or sgqn.domain_quantile(args.env_id)
     args.compile, args.cuda = False, False
+    for name, fine in (("augmentation", args.augmentation == "shift"), ("consistency_weight", args.consistency_weight > 0),
+                       ("aux_update_freq", args.aux_update_freq > 0)):  # fmt: skip
+        if not fine:
+            raise envs.ConfigError(
+                f"checkpoint {opts.checkpoint}: --{name.replace('_', '-')} {getattr(args, name)} leaves panels out; draw one of SGQN as the paper has it"
+            )
     size = len(state["buffer"]["frames"])
     frame_shape = state["buffer"]["frames"].shape[1:]
     agent = sgqn.make_agent(

@@ -239,5 +239,5 @@ def test_gpu_check_dry_run_fills_its_table_on_the_cpu(tmp_path):
         re.fullmatch(r"[\d.]+ ms", v) or (" --compile" in k and v.startswith("skipped")) for k, v in times.items()
     ), times
     assert float(rows["steps per second (one update per step)"]) > 0
-    assert re.fullmatch(r"[\d.]+ h", rows["projected: 500k steps + 50 evaluations"])
+    assert re.fullmatch(r"[\d.]+ h", rows["projected: 500k steps + 51 evaluations"])
     assert out_file.read_text().strip() in result.stdout

@@ -268,24 +268,40 @@ def test_a_local_sweep_runs_its_jobs_on_its_launchers_gpus(tmp_path):
 @pytest.mark.parametrize(
     "environment, device, egl_id",
     [
-        ({"MUJOCO_GL": "egl", "CUDA_VISIBLE_DEVICES": "3"}, "cuda", "3"),  # a Slurm job or a sweep's job on GPU 3
-        ({"MUJOCO_GL": "egl", "CUDA_VISIBLE_DEVICES": "5,1"}, "cuda", "5"),  # its cuda:0 is GPU 5
-        ({"MUJOCO_GL": "egl"}, "cuda:1", "1"),  # every GPU visible: the run's own index
-        ({"MUJOCO_GL": "egl", "MUJOCO_EGL_DEVICE_ID": "0", "CUDA_VISIBLE_DEVICES": "3"}, "cuda", "0"),  # the user's
-        ({"MUJOCO_GL": "egl", "CUDA_VISIBLE_DEVICES": "GPU-8a1f"}, "cuda", None),  # a UUID: EGL's own choice
+        ({"MUJOCO_GL": "egl", "CUDA_VISIBLE_DEVICES": "3"}, "cuda", "2"),  # the EGL device that reports CUDA 0
+        ({"MUJOCO_GL": "egl"}, "cuda:1", "0"),  # every GPU visible: the one reporting the run's index
+        ({"MUJOCO_GL": "egl", "MUJOCO_EGL_DEVICE_ID": "1"}, "cuda", "1"),  # the user's choice stands
         ({"MUJOCO_GL": "egl", "CUDA_VISIBLE_DEVICES": "3"}, "cpu", None),  # not training on a GPU
-        ({"MUJOCO_GL": "osmesa", "CUDA_VISIBLE_DEVICES": "3"}, "cuda", None),  # not EGL
+        ({"MUJOCO_GL": "osmesa"}, "cuda", None),  # not EGL
     ],
 )
 def test_rendering_follows_the_runs_gpu(monkeypatch, environment, device, egl_id):
+    """EGL's devices as an NVIDIA host lists them, each reporting its CUDA number (EGL_CUDA_DEVICE_NV): EGL device
+    0 is CUDA 1, device 2 is CUDA 0; device 1 reports none."""
     for name in ("MUJOCO_GL", "MUJOCO_EGL_DEVICE_ID", "CUDA_VISIBLE_DEVICES"):
         monkeypatch.delenv(name, raising=False)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
+    reported = {0: 1, 2: 0}
+    asked = []
+    monkeypatch.setattr(
+        run_plumbing,
+        "egl_device_of_cuda",
+        lambda index: asked.append(index) or next((n for n, cuda in reported.items() if cuda == index), None),
+    )
     line = run_plumbing.render_on(torch.device(device))
-    assert os.environ.get("MUJOCO_EGL_DEVICE_ID") == (egl_id or environment.get("MUJOCO_EGL_DEVICE_ID"))
+    assert os.environ.get("MUJOCO_EGL_DEVICE_ID") == egl_id
     if egl_id:
         assert line == f"rendering: EGL device {egl_id}"
+
+
+def test_without_a_device_that_reports_its_cuda_number_egl_chooses(monkeypatch):
+    """Mesa (this machine's EGL) reports no CUDA number: EGL's first device stays, and the start block says so."""
+    monkeypatch.setenv("MUJOCO_GL", "egl")
+    monkeypatch.delenv("MUJOCO_EGL_DEVICE_ID", raising=False)
+    assert run_plumbing.egl_device_of_cuda(0) is None  # asked of the real EGL here
+    assert run_plumbing.render_on(torch.device("cuda:0")) == "rendering: EGL's first device (none reports CUDA device 0)"
+    assert "MUJOCO_EGL_DEVICE_ID" not in os.environ
 
 
 @pytest.mark.parametrize("deterministic, tf32", [(True, False), (False, True)])
@@ -359,3 +375,20 @@ def test_overlay_images_made_on_the_device_equal_the_hosts():
     reference.sample(600), reference.sample(64)  # the same calls: a call draws its crops for all its images at once
     on_host = reference.sample(4)
     assert torch.equal(images.sample_on(4, "cpu"), torch.from_numpy(on_host).float())  # on the CPU: the host's own path
+
+
+def test_the_device_pool_follows_a_streamed_folder(tmp_path):
+    """A folder larger than the pool streams through it: slots are read in again and again. The device path
+    (its pool uploaded once, then each slot read in since) stays equal to the host's images batch after batch."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 256, (24 + i % 5, 30, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    host = envs.OverlayImages(str(tmp_path), image_size=16, seed=1, max_images=8, draws_per_image=2)
+    device_side = envs.OverlayImages(str(tmp_path), image_size=16, seed=1, max_images=8, draws_per_image=2)
+    for _ in range(12):  # 12 x 6 draws: every slot refilled several times
+        expected = host.sample(6).astype(np.float32)
+        made = device_side.resized_on(6, "cpu").numpy()
+        assert np.abs(made - expected).max() <= 1 and (made != expected).mean() < 1e-2
+    assert device_side._reads > 3 * len(device_side.pool)  # it did stream

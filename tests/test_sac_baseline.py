@@ -310,7 +310,7 @@ def test_svea_trains_end_to_end(toy_envs, tmp_path):
     """A short SVEA run draws one overlay image per row at every update from the default (dead-leaves)
     family, logs its losses, and its checkpoint holds --augmentation svea and its weights."""
     args = tiny_args(
-        env_id="toy-reach", augmentation="svea", svea_beta=0.7, total_timesteps=60, learning_starts=40,
+        env_id="toy-reach", augmentation="svea", svea_beta=0.7, total_timesteps=60, learning_starts=40, cuda=False,
         eval_freq=60, eval_episodes=1, eval_modes=("train",), runs_dir=str(tmp_path), run_name="svea", log_freq=10,
     )  # fmt: skip
     drawn = []
@@ -563,7 +563,7 @@ def test_checkpoint_errors_are_one_line(toy_envs, tmp_path):
         (["--eval-modes", "train", "fog"], "fog"),
         (["--eval-checkpoint", "missing.pt", "--eval-modes", "train"], "missing.pt"),
         (["--video-hard-dir", "/no/such/folder"], "/no/such/folder"),
-        (["--shift-copies", "2"], "--shift-copies 2 needs --augmentation shift"),
+        (["--shift-copies", "2"], "--shift-copies 2 needs --augmentation shift or svea"),
         (["--augmentation", "shift", "--shift-copies", "0"], "--shift-copies 0: must be at least 1"),
         (["--total-timestep", "5"], "unrecognized --total-timestep 5 (did you mean --total-timesteps?)"),  # a typo
         (["--augmentation", "flip"], "invalid choice 'flip' for argument '--augmentation'"),
