@@ -14,7 +14,7 @@ It prints one table, and writes it to --out (markdown), in three parts:
      and an even (full) step, under `torch.cuda.set_sync_debug_mode("error")`: a host sync raises;
    - a short run of each script on cartpole-balance at tiny sizes (train, evaluate with the saliency
      measure, checkpoint), `--resume` to a later step, `--eval-checkpoint`, and `saliency_figure.py`
-     on its checkpoint; each a subprocess, as a user runs it;
+     on its checkpoint; each a subprocess, as a user runs it (the dry run: SVEA's training only);
 2. ms per update at the paper's size (11 x 32, projection 100, hidden 1024, batch 128), fp32, by
    benchmarks/update_speed.py: each method with --torch-deterministic (the default) and without
    (cudnn.benchmark), and SAC and SGQN with --tf32, --bf16 and --compile; with --original-src, the
@@ -162,6 +162,8 @@ def check_runs(env, dry_run, scratch):
             ("eval-checkpoint", [sys.executable, script, "--eval-checkpoint", checkpoint, "--eval-modes", *modes]),
             ("saliency figure", [sys.executable, "experiments/saliency_figure.py", checkpoint, "--modes", *modes]),
         ]
+        if dry_run and method == "svea":  # the dry run's minute: SVEA's run only trains (its script's other paths are SAC's)
+            steps = steps[:1]
         for name, command in steps:
             ok, output = run(command, env)
             results[f"{method}: {name}"] = "ok" if ok else f"FAILED: {first_line(output)}"
