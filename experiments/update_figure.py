@@ -13,7 +13,7 @@ them on an even step (critic, actor and temperature, target, attribution predict
   masked obs     the shifted obs outside the mask set to this update's grey level (eq. 2's input)
   overlay image  the image drawn for the attribution predictor
   overlaid obs   0.5 obs + 0.5 image (the predictor's input)
-  predicted      the decoder's mask (logit > 0), from the overlaid obs
+  predicted      the decoder's prediction, sigmoid of its logits (max over colour channels), from the overlaid obs
   target mask    the critic's mask after its step, on the clean obs: what eq. 3 compares it to
 
 Every panel is recorded from one real call of `sgqn.update` (its module functions wrapped, nothing
@@ -85,7 +85,7 @@ def agent_and_buffer(sgqn, opts):
                 obs, _ = env.reset()
                 buffer.add_first(obs[-3:])
         env.close()
-        return agent, buffer, args
+        return agent, buffer, args, "a small fresh agent, random frames"
     state = run_plumbing.load_checkpoint(opts.checkpoint, "sgqn")
     if state["buffer"] is None:
         raise envs.ConfigError(
@@ -108,7 +108,8 @@ def agent_and_buffer(sgqn, opts):
     buffer = sgqn.ReplayBuffer(size, frame_shape, state["buffer"]["actions"].shape[1], args.frame_stack, "cpu", opts.seed)
     run_plumbing.restore(agent, state, buffer)
     buffer.rng = np.random.default_rng(opts.seed)  # the figure's own draw, not the run's next one
-    return agent, buffer, args
+    run = os.path.basename(os.path.dirname(os.path.abspath(opts.checkpoint)))
+    return agent, buffer, args, f"{run} at step {state['step']} ({state['step'] * run_plumbing.action_repeat(args)} frames)"
 
 
 @contextlib.contextmanager
@@ -161,7 +162,7 @@ def panels(seen, images, samples):
         "masked obs": newest(masked_obs),
         "overlay image": newest(images),
         "overlaid obs": newest(overlaid),
-        "predicted": mask(logits > 0),
+        "predicted": torch.sigmoid(logits[:samples, -3:].detach()).amax(dim=1).numpy(),
         "target mask": mask(seen["saliency_mask"][-1][1]),
     }
 
@@ -187,7 +188,7 @@ def draw(columns, metrics, header, out):
 def main(argv=None):
     opts = parse(argv)
     sgqn = importlib.import_module("sgqn")
-    agent, buffer, args = agent_and_buffer(sgqn, opts)
+    agent, buffer, args, source = agent_and_buffer(sgqn, opts)
     torch.manual_seed(opts.seed)
     batch = buffer.sample(args.batch_size)
     overlay = envs.OverlayImages(args.overlay_dir, args.image_size, opts.seed)
@@ -196,7 +197,6 @@ def main(argv=None):
     with recording(sgqn, agent) as seen:
         metrics = sgqn.update(agent, batch, step, args, -float(batch[1].shape[1]), images)
     columns = panels(seen, images, opts.samples)
-    source = "a small fresh agent, random frames" if opts.fresh else f"{opts.checkpoint}"
     header = f"one sgqn.py update ({args.env_id}, rho {args.sgqn_quantile}): {source}"
     draw(columns, metrics, header, opts.out)
     print(f"wrote {opts.out}: {opts.samples} observations x {len(COLUMNS)} tensors of one update")

@@ -392,3 +392,17 @@ def test_the_device_pool_follows_a_streamed_folder(tmp_path):
         made = device_side.resized_on(6, "cpu").numpy()
         assert np.abs(made - expected).max() <= 1 and (made != expected).mean() < 1e-2
     assert device_side._reads > 3 * len(device_side.pool)  # it did stream
+
+
+@pytest.mark.parametrize("module", [sac, sgqn])
+def test_what_an_env_step_syncs_is_the_observation_up_and_the_action_down(module):
+    """Acting (policy_action, once per env step) is the loop's one sync by design: the observation goes to the
+    device and the action comes back to the host for MuJoCo; nothing else crosses."""
+    agent, args, _, _ = agent_and_batch(module, DEVICE)
+    obs = np.zeros((1, 9, args.image_size, args.image_size), dtype=np.uint8)
+    with HostSyncs() as syncs, contextlib.suppress(NotImplementedError):  # a meta action has no data to copy back
+        module.policy_action(agent, obs, DEVICE, deterministic=False)
+    crossings = sorted(name.split(" at ")[0] for name in syncs.found)
+    # the observation's upload (its constructor and the copy it makes) and the action's download, in policy_action
+    assert crossings == ["as_tensor from host data", "copy cpu -> meta", "copy meta -> cpu"], syncs.found
+    assert any(name.startswith(f"copy meta -> cpu at {module.__name__}.py:") for name in syncs.found)

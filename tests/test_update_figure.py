@@ -36,7 +36,9 @@ def test_every_panel_is_the_updates_own_tensor(drawn):
     assert np.all((0.01 < kept) & (kept < 0.04)), kept  # rho 0.98 on cartpole: about 2% of the pixels
     assert not np.array_equal(columns["obs"], shifted)  # the shift moved something
     assert {"losses/qf1_loss", "losses/consistency_loss", "losses/actor_loss", "losses/aux_loss"} <= set(metrics)
-    assert columns["predicted"].dtype == bool and columns["target mask"].dtype == bool
+    predicted = columns["predicted"]
+    assert predicted.shape == (2, 84, 84) and predicted.min() >= 0 and predicted.max() <= 1  # probabilities
+    assert columns["target mask"].dtype == bool
 
 
 def test_the_rho_mask_is_saliency_mask_of_the_attribution(drawn):
