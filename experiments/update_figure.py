@@ -204,8 +204,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
+    with run_plumbing.exit_codes():  # bad input: one `error:` line, exit 1
         main()
-    except envs.ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
