@@ -265,6 +265,14 @@ def test_a_local_sweep_runs_its_jobs_on_its_launchers_gpus(tmp_path):
 
 
 # ----------------------------------------------------------------------------- rendering and CUDA settings
+def unset(monkeypatch, name):
+    """Remove an environment variable for this test only. render_on writes os.environ itself, and monkeypatch
+    only restores what it saw: a bare delenv of an absent variable records nothing, so a MUJOCO_EGL_DEVICE_ID set
+    by the test would stay for every later test in the worker (CI's sac_baseline tests then asked EGL for device 2)."""
+    monkeypatch.setenv(name, "")
+    monkeypatch.delenv(name)
+
+
 @pytest.mark.parametrize(
     "environment, device, egl_id",
     [
@@ -279,7 +287,7 @@ def test_rendering_follows_the_runs_gpu(monkeypatch, environment, device, egl_id
     """EGL's devices as an NVIDIA host lists them, each reporting its CUDA number (EGL_CUDA_DEVICE_NV): EGL device
     0 is CUDA 1, device 2 is CUDA 0; device 1 reports none."""
     for name in ("MUJOCO_GL", "MUJOCO_EGL_DEVICE_ID", "CUDA_VISIBLE_DEVICES"):
-        monkeypatch.delenv(name, raising=False)
+        unset(monkeypatch, name)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     reported = {0: 1, 2: 0}
@@ -298,7 +306,7 @@ def test_rendering_follows_the_runs_gpu(monkeypatch, environment, device, egl_id
 def test_without_a_device_that_reports_its_cuda_number_egl_chooses(monkeypatch):
     """Mesa (this machine's EGL) reports no CUDA number: EGL's first device stays, and the start block says so."""
     monkeypatch.setenv("MUJOCO_GL", "egl")
-    monkeypatch.delenv("MUJOCO_EGL_DEVICE_ID", raising=False)
+    unset(monkeypatch, "MUJOCO_EGL_DEVICE_ID")
     assert run_plumbing.egl_device_of_cuda(0) is None  # asked of the real EGL here
     assert run_plumbing.render_on(torch.device("cuda:0")) == "rendering: EGL's first device (none reports CUDA device 0)"
     assert "MUJOCO_EGL_DEVICE_ID" not in os.environ
