@@ -75,3 +75,30 @@ def test_bad_input_is_one_line(flags, message, tmp_path):
         timeout=120,
     )
     assert result.returncode == 1 and result.stderr.strip() == f"error: {message}", result.stderr
+
+
+@pytest.mark.parametrize(
+    "state, message",
+    [
+        ({"algorithm": "sac_baseline", "args": {"env_id": "cartpole-balance"}}, "was written by sac_baseline.py, not sgqn.py"),
+        ({"algorithm": "sgqn", "args": {"env_id": "cartpole-balance"}, "buffer": None}, "holds no replay buffer (train with --save-buffer), or use --fresh"),
+        ({"algorithm": "sgqn", "args": {"env_id": "cartpole-balance", "consistency_weight": 0.0}, "buffer": {}}, "--consistency-weight 0.0 leaves panels out"),
+        ({"algorithm": "sgqn", "args": {"env_id": "cartpole-balance", "augmentation": "none"}, "buffer": {}}, "--augmentation none leaves panels out"),
+    ],
+)  # fmt: skip
+def test_a_checkpoint_it_cannot_draw_is_one_line(state, message, tmp_path):
+    """The checkpoint's own fields decide: another script's, one without its buffer, or an SGQN run whose
+    update skips a panel (no consistency loss, no shift) stops before any agent is built."""
+    import torch
+
+    torch.save(state, tmp_path / "checkpoint.pt")
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "experiments", "update_figure.py"), "checkpoint.pt"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: checkpoint checkpoint.pt")
+    assert message in lines[0], result.stderr
