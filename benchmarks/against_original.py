@@ -422,7 +422,9 @@ def time_updates(opts):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--src", required=True, help="SuReLI/SGQN's DMC/src folder")
-    p.add_argument("--algorithm", choices=("sgqn", "svea"), default="sgqn", help="the update to compare")
+    p.add_argument(
+        "--algorithm", choices=("sgqn", "svea"), default="sgqn", help="the update to compare (--time times all three)"
+    )
     p.add_argument(
         "--svea-weights", type=float, nargs=2, default=(0.5, 0.5), metavar=("ALPHA", "BETA"), help="with --algorithm svea"
     )
