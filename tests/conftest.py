@@ -26,3 +26,16 @@ def toy_envs(monkeypatch, tmp_path):
     monkeypatch.setattr(envs, "check_args", lambda env_id, mode, **kwargs: toy_task.check_args(env_id, mode))
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def environment_unchanged():
+    """A test that leaves one of these variables changed fails itself, not a later test in the same worker
+    (which test runs next depends on pytest-xdist's scheduling): the scripts' subprocesses inherit them, and a
+    stray MUJOCO_EGL_DEVICE_ID once sent CI's sac_baseline CLI tests to an EGL device that does not exist here.
+    The variables the project's code writes or its runs depend on; libraries set others of their own on import."""
+    watched = ("MUJOCO_GL", "MUJOCO_EGL_DEVICE_ID", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
+    before = {name: os.environ.get(name) for name in watched}
+    yield
+    changed = [name for name in watched if os.environ.get(name) != before[name]]
+    assert not changed, f"the test left os.environ changed: {changed}"
