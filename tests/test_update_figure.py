@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from common import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
@@ -89,8 +90,6 @@ def test_bad_input_is_one_line(flags, message, tmp_path):
 def test_a_checkpoint_it_cannot_draw_is_one_line(state, message, tmp_path):
     """The checkpoint's own fields decide: another script's, one without its buffer, or an SGQN run whose
     update skips a panel (no consistency loss, no shift) stops before any agent is built."""
-    import torch
-
     torch.save(state, tmp_path / "checkpoint.pt")
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "experiments", "update_figure.py"), "checkpoint.pt"],
