@@ -176,9 +176,9 @@ def checked_args(args, script, given=None):
     for name in POSITIVE:
         if getattr(args, name) < 1:
             raise envs.ConfigError(f"{as_flag(name, getattr(args, name))}: must be at least 1")
-    if args.shift_copies > 1 and args.augmentation == "none":
+    if args.shift_copies > 1 and args.augmentation in ("none", "crop"):
         raise envs.ConfigError(
-            f"--shift-copies {args.shift_copies} needs --augmentation shift or svea (unshifted copies would all be the same)"
+            f"--shift-copies {args.shift_copies} needs --augmentation shift or svea (--augmentation {args.augmentation} shifts no copies)"
         )
     if args.track:
         try:
@@ -218,10 +218,18 @@ def checked_args(args, script, given=None):
     return args, resumed, None
 
 
+CROP_MARGIN = 16  # RAD and SODA render 100 px for 84-px crops (DMC-GB's arguments.py: image_size 100, crop 84)
+
+
+def render_size(args):
+    """The frames' size as rendered: the networks' image_size, plus CROP_MARGIN where the update random-crops."""
+    return args.image_size + (CROP_MARGIN if args.augmentation == "crop" else 0)
+
+
 def env_flags(args, mode="train"):
     """The keyword arguments of envs.make_env that the run's flags set, for an env of `mode`."""
     video_dir = {"video_easy": args.video_easy_dir, "video_hard": args.video_hard_dir}.get(mode)
-    flags = dict(action_repeat=args.action_repeat, frame_stack=args.frame_stack, image_size=args.image_size)
+    flags = dict(action_repeat=args.action_repeat, frame_stack=args.frame_stack, image_size=render_size(args))
     return flags if mode == "train" else flags | dict(video_dir=video_dir, davis_dir=args.davis_dir)
 
 
@@ -625,11 +633,13 @@ def describe_start(algorithm, args, device, run_dir, agent, buffer):
     frame_bytes = bytes_per_frame(buffer)
     size = buffer.capacity * frame_bytes
     size = f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
+    crops = f", random {args.image_size}-px crops when updating, the centre when acting" if args.augmentation == "crop" else ""
     CONSOLE.print(
         f"{algorithm}.py on {args.env_id} (seed {args.seed}), run folder {run_dir}\n"
         f"device: {on}\n"
         f"networks: {args.num_conv_layers} convs x {args.num_filters} filters, projection {args.projection_dim}, "
         f"hidden {args.hidden_dim}: {parameters / 1e6:.2f} M parameters trained\n"
+        f"frames: rendered at {render_size(args)} px{crops}\n"
         f"replay buffer: {buffer.capacity} frames x {frame_bytes} bytes = {size} (--buffer-size "
         f"{args.buffer_size}, or what {args.total_timesteps} steps store if less)\n"
         f"evaluation: every {args.eval_freq} steps, {args.eval_episodes} episodes on {' '.join(args.eval_modes)}, "

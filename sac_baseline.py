@@ -1,10 +1,12 @@
-"""SAC from pixels: the DMC-GB "SAC" baseline (no augmentation), DrQ (random shift) and SVEA (shift + overlay).
+"""SAC from pixels: the DMC-GB "SAC" baseline (no augmentation), DrQ (random shift), RAD (random crop) and SVEA.
 
 Soft Actor-Critic (Haarnoja et al. 2018) on DeepMind Control from pixels, with the encoder, heads
 and hyperparameters of the DeepMind Control Generalization Benchmark (DMC-GB, Hansen & Wang 2021,
 https://github.com/nicklashansen/dmcontrol-generalization-benchmark) as used by SGQN (Bertoin et al.
 2022, https://arxiv.org/abs/2209.09203). `--augmentation shift` adds DrQ's random shift (Kostrikov
-et al. 2021), and `--shift-copies 2` its K = M = 2 averaging. `--augmentation svea` is SVEA (Hansen,
+et al. 2021), and `--shift-copies 2` its K = M = 2 averaging. `--augmentation crop` is RAD (Laskin et al.
+2020, https://arxiv.org/abs/2004.14990), a column of the paper's table: frames rendered at 100 px, the update
+on random 84-px crops of obs and next_obs, acting and evaluation on the centre crop. `--augmentation svea` is SVEA (Hansen,
 Su & Wang 2021, https://arxiv.org/abs/2107.00644), the paper's third method: the shift, and the critic
 also regresses the overlaid shifted obs (0.5 obs + 0.5 image, as SGQN's attribution predictor sees it)
 onto the clean TD target; the target and the actor read only clean obs. Training runs on the standard
@@ -13,6 +15,7 @@ visuals; evaluation also runs on the distraction modes of `envs` (colour changes
     python sac_baseline.py --env-id walker-walk                          # DMC-GB's SAC row
     python sac_baseline.py --env-id walker-walk --augmentation shift     # DrQ as DMC-GB runs it (K = M = 1)
     python sac_baseline.py --env-id walker-walk --augmentation shift --shift-copies 2   # DrQ's K = M = 2
+    python sac_baseline.py --env-id walker-walk --augmentation crop                     # RAD (100 px, 84-px crops)
     python sac_baseline.py --env-id walker-walk --augmentation svea                     # SVEA (alpha = beta = 0.5)
     python sac_baseline.py --eval-checkpoint runs/<run>/checkpoint.pt    # evaluate only
     python sac_baseline.py --resume runs/<run>/checkpoint.pt             # continue a run
@@ -64,8 +67,8 @@ class Args:
     """minibatch size of each update"""
     gamma: float = 0.99
     """discount factor"""
-    augmentation: Literal["none", "shift", "svea"] = "none"
-    """`none`: DMC-GB's SAC; `shift`: DrQ's random shift (pad 4, replicate) of obs and next_obs; `svea`: the shift, and the critic also trains on the overlaid obs (SVEA)"""
+    augmentation: Literal["none", "shift", "crop", "svea"] = "none"
+    """`none`: DMC-GB's SAC; `shift`: DrQ's random shift (pad 4, replicate) of obs and next_obs; `crop`: RAD's random crops of frames rendered 16 px larger (100 for 84), the centre when acting; `svea`: the shift, and the critic also trains on the overlaid obs (SVEA)"""
     shift_copies: int = 1
     """with --augmentation shift (or svea): copies of each sampled transition, each shifted on its own, TD targets averaged over them (DrQ's K = M; 1 as DMC-GB, 2 as DrQ)"""
     svea_alpha: float = 0.5
@@ -105,7 +108,7 @@ class Args:
     action_repeat: Optional[int] = None
     """physics steps per agent step; None: cartpole 8, finger 2, else 4 (DMC-GB's)"""
     image_size: int = 84
-    """rendered frame size in pixels"""
+    """frame size in pixels the networks see (rendered at it; with --augmentation crop rendered 16 px larger and cropped)"""
     frame_stack: int = 3
     """frames stacked into one observation"""
 
@@ -191,11 +194,20 @@ class ConvStack(nn.Module):
         for _ in range(num_layers - 1):
             layers += [nn.ReLU(), nn.Conv2d(num_filters, num_filters, 3, stride=1)]
         self.convs = nn.Sequential(*layers)
+        self.in_size = obs_shape[-1]  # larger frames (RAD's, SODA's) are centre-cropped to it
         self.out_shape = (num_filters, *conv_output_size(obs_shape[1:], num_layers))
         self.out_dim = math.prod(self.out_shape)
 
     def forward(self, obs):
-        return self.convs(obs / 255.0).flatten(1)
+        return self.convs(center_crop(obs, self.in_size) / 255.0).flatten(1)
+
+
+def center_crop(obs, size):
+    """The centre size x size pixels: what RAD and SODA act and are evaluated on, of the frames rendered 16
+    pixels larger for their random crops (DMC-GB's CenterCrop, the first layer of its encoder); a view, and
+    for frames of that size already the frames themselves."""
+    top, left = (obs.shape[-2] - size) // 2, (obs.shape[-1] - size) // 2
+    return obs[..., top : top + size, left : left + size]
 
 
 def conv_output_size(hw, num_layers):
@@ -373,6 +385,17 @@ def random_shift(obs, pad=4):
     return obs.gather(2, rows.expand(n, c, h, w)).gather(3, cols.expand(n, c, h, w))
 
 
+def random_crop(obs, size):
+    """RAD's random crop (Laskin et al. 2020, DMC-GB's `random_crop`): a size x size window at an independent
+    random offset per sample, two batched gathers on the device. Offsets 0..margin, both ends included, so
+    that the centre crop seen when acting is the middle of the training crops (the original draws 0..margin-1)."""
+    n, c, h, w = obs.shape
+    top, left = torch.randint(0, h - size + 1, (2, n, 1, 1, 1), device=obs.device)
+    rows = torch.arange(size, device=obs.device)[:, None] + top  # (n, 1, size, 1)
+    cols = torch.arange(size, device=obs.device) + left  # (n, 1, 1, size)
+    return obs.gather(2, rows.expand(n, c, size, w)).gather(3, cols.expand(n, c, size, size))
+
+
 def shifted_copies(batch, copies):
     """DrQ's augmentation of a sampled batch (Kostrikov et al. 2021, eq. 3, K = M = copies): the
     batch `copies` times over, copy after copy (transition i of copy c is row c * B + i), each row
@@ -513,6 +536,8 @@ def update(agent, batch, step, args, target_entropy, overlay_images=None):
     if args.augmentation in ("shift", "svea"):
         batch = shifted_copies(batch, args.shift_copies)
     obs, action, reward, next_obs, not_done = batch
+    if args.augmentation == "crop":  # RAD: obs and next_obs each cropped on its own
+        obs, next_obs = random_crop(obs, args.image_size), random_crop(next_obs, args.image_size)
     first = len(obs) // args.shift_copies  # the first copy: the actor reads only it, as in DrQ
     metrics = update_critic(agent, obs, action, reward, next_obs, not_done, args, overlay_images)
     if step % args.actor_update_freq == 0:
@@ -617,10 +642,11 @@ def evaluate(agent, eval_envs, args, device, quantile, video_dir=None, step=0, s
 def saliency_on_agent(agent, obs, agent_pixels, quantile, device):
     """mask_on_agent of the critic's saliency mask (guided backprop of Q1 at the policy's mean action,
     kept at `quantile` per stacked frame, as SGQN's consistency term masks, paper section 4.1)."""
-    obs_t = torch.as_tensor(obs, device=device).float()
+    size = agent.critic.conv.in_size  # on what the networks see: the centre of RAD's and SODA's frames
+    obs_t = center_crop(torch.as_tensor(obs, device=device).float(), size)
     action = torch.as_tensor(policy_action(agent, obs, device, True), device=device)
     mask = saliency_mask(guided_backprop(agent.critic, obs_t, action), quantile)
-    return run_plumbing.mask_on_agent(mask, torch.as_tensor(np.stack(agent_pixels), device=device)).cpu()
+    return run_plumbing.mask_on_agent(mask, center_crop(torch.as_tensor(np.stack(agent_pixels), device=device), size)).cpu()
 
 
 def video_frames(agent, frames, obs, device):
@@ -658,7 +684,10 @@ def main(args, given=None):
 
         env = envs.make_env(args.env_id, int(env_seed.generate_state(1)[0]), "train", **run_plumbing.env_flags(args))
         env.action_space.seed(int(action_seed.generate_state(1)[0]))
-        obs_shape, action_dim = env.observation_space.shape, env.action_space.shape[0]
+        obs_shape, action_dim = (
+            (args.frame_stack * 3, args.image_size, args.image_size),
+            env.action_space.shape[0],
+        )  # what the networks see
         agent = make_agent(obs_shape, action_dim, args, device)
         if evaluated:  # --eval-checkpoint: its networks on the eval modes, no training
             eval_envs = run_plumbing.start_evaluation(agent, args, evaluated, eval_seed)
@@ -666,7 +695,7 @@ def main(args, given=None):
             return run_plumbing.end_evaluation(args, evaluated, returns, saliency, stop.signum, env, eval_envs)
 
         size = run_plumbing.buffer_capacity(args, env.max_episode_steps, resumed)
-        buffer = ReplayBuffer(size, (3, args.image_size, args.image_size), action_dim, args.frame_stack, device, buffer_seed)
+        buffer = ReplayBuffer(size, (3, *env.observation_space.shape[1:]), action_dim, args.frame_stack, device, buffer_seed)
         run_plumbing.restore(agent, resumed, buffer)  # a resumed run's networks, optimisers, RNG states (and buffer, if saved)
         run = run_plumbing.Run(SCRIPT, args, resumed, started, device, agent, buffer)  # run files, TensorBoard, start block
         eval_envs = run.make_eval_envs(eval_seed)  # after the start block: the workers take a while to start

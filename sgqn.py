@@ -201,11 +201,20 @@ class ConvStack(nn.Module):
         for _ in range(num_layers - 1):
             layers += [nn.ReLU(), nn.Conv2d(num_filters, num_filters, 3, stride=1)]
         self.convs = nn.Sequential(*layers)
+        self.in_size = obs_shape[-1]  # larger frames (RAD's, SODA's) are centre-cropped to it
         self.out_shape = (num_filters, *conv_output_size(obs_shape[1:], num_layers))
         self.out_dim = math.prod(self.out_shape)
 
     def forward(self, obs):
-        return self.convs(obs / 255.0).flatten(1)
+        return self.convs(center_crop(obs, self.in_size) / 255.0).flatten(1)
+
+
+def center_crop(obs, size):
+    """The centre size x size pixels: what RAD and SODA act and are evaluated on, of the frames rendered 16
+    pixels larger for their random crops (DMC-GB's CenterCrop, the first layer of its encoder); a view, and
+    for frames of that size already the frames themselves."""
+    top, left = (obs.shape[-2] - size) // 2, (obs.shape[-1] - size) // 2
+    return obs[..., top : top + size, left : left + size]
 
 
 def conv_output_size(hw, num_layers):
@@ -727,10 +736,11 @@ def evaluate(agent, eval_envs, args, device, quantile, video_dir=None, step=0, s
 def saliency_on_agent(agent, obs, agent_pixels, quantile, device):
     """mask_on_agent of the critic's saliency mask (guided backprop of Q1 at the policy's mean action,
     kept at `quantile` per stacked frame, as SGQN's consistency term masks, paper section 4.1)."""
-    obs_t = torch.as_tensor(obs, device=device).float()
+    size = agent.critic.conv.in_size  # on what the networks see: the centre of RAD's and SODA's frames
+    obs_t = center_crop(torch.as_tensor(obs, device=device).float(), size)
     action = torch.as_tensor(policy_action(agent, obs, device, True), device=device)
     mask = saliency_mask(guided_backprop(agent.critic, obs_t, action), quantile)
-    return run_plumbing.mask_on_agent(mask, torch.as_tensor(np.stack(agent_pixels), device=device)).cpu()
+    return run_plumbing.mask_on_agent(mask, center_crop(torch.as_tensor(np.stack(agent_pixels), device=device), size)).cpu()
 
 
 def video_frames(agent, frames, obs, device):
@@ -806,7 +816,10 @@ def main(args, given=None):
 
         env = envs.make_env(args.env_id, int(env_seed.generate_state(1)[0]), "train", **run_plumbing.env_flags(args))
         env.action_space.seed(int(action_seed.generate_state(1)[0]))
-        obs_shape, action_dim = env.observation_space.shape, env.action_space.shape[0]
+        obs_shape, action_dim = (
+            (args.frame_stack * 3, args.image_size, args.image_size),
+            env.action_space.shape[0],
+        )  # what the networks see
         agent = make_agent(obs_shape, action_dim, args, device)
         if evaluated:  # --eval-checkpoint: its networks on the eval modes, no training
             eval_envs = run_plumbing.start_evaluation(agent, args, evaluated, eval_seed)
@@ -814,7 +827,7 @@ def main(args, given=None):
             return run_plumbing.end_evaluation(args, evaluated, returns, saliency, stop.signum, env, eval_envs)
 
         size = run_plumbing.buffer_capacity(args, env.max_episode_steps, resumed)
-        buffer = ReplayBuffer(size, (3, args.image_size, args.image_size), action_dim, args.frame_stack, device, buffer_seed)
+        buffer = ReplayBuffer(size, (3, *env.observation_space.shape[1:]), action_dim, args.frame_stack, device, buffer_seed)
         run_plumbing.restore(agent, resumed, buffer)  # a resumed run's networks, optimisers, RNG states (and buffer, if saved)
         run = run_plumbing.Run(SCRIPT, args, resumed, started, device, agent, buffer)  # run files, TensorBoard, start block
         eval_envs = run.make_eval_envs(eval_seed)  # after the start block: the workers take a while to start

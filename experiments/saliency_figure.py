@@ -140,7 +140,8 @@ def play_episode(script, agent, eval_envs, quantile, shown_step, device):
             agent_pixels = np.stack(eval_envs.call("agent_masks"))
             counts = counts + script.saliency_on_agent(agent, obs, agent_pixels, quantile, device)
             measured += 1
-            shown = (obs, agent_pixels) if t == shown_step else shown
+            size = agent.critic.conv.in_size  # shown as the networks see them (the centre of RAD's and SODA's frames)
+            shown = (script.center_crop(obs, size), script.center_crop(agent_pixels, size)) if t == shown_step else shown
         obs, reward, terminated, truncated, _ = eval_envs.step(script.policy_action(agent, obs, device, True))
         returns += np.where(done, 0.0, reward)
         done |= terminated | truncated
@@ -270,7 +271,10 @@ def main(argv=None):
             raise envs.ConfigError(
                 f"--step {flags.step}: an episode of {args.env_id} has {episode_steps} steps (0 to {episode_steps - 1})"
             )
-        obs_shape, action_dim = eval_envs.single_observation_space.shape, eval_envs.single_action_space.shape[0]
+        obs_shape, action_dim = (
+            (3 * args.frame_stack, args.image_size, args.image_size),
+            eval_envs.single_action_space.shape[0],
+        )
         agent = script.make_agent(obs_shape, action_dim, args, device)
         run_plumbing.restore(agent, state)
         # The first N episodes --eval-checkpoint plays (evaluate resets the envs before each); the first is shown.
