@@ -174,9 +174,9 @@ def checked_args(args, script, given=None):
             args, run_name=args.run_name or f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
         )
     for name in POSITIVE:
-        if getattr(args, name) < 1:
+        if getattr(args, name, 1) < 1:  # soda.py has no --shift-copies
             raise envs.ConfigError(f"{as_flag(name, getattr(args, name))}: must be at least 1")
-    if args.shift_copies > 1 and args.augmentation in ("none", "crop"):
+    if getattr(args, "shift_copies", 1) > 1 and args.augmentation in ("none", "crop"):
         raise envs.ConfigError(
             f"--shift-copies {args.shift_copies} needs --augmentation shift or svea (--augmentation {args.augmentation} shifts no copies)"
         )
