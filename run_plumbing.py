@@ -561,6 +561,19 @@ def bytes_per_frame(buffer):
     return sum(getattr(buffer, k)[0].nbytes for k in buffer.ARRAYS)
 
 
+def seeded_device(args):
+    """A training script's start: the global RNGs seeded from --seed (python, numpy, torch: what draws from no
+    stream of its own, as network init), the cuda settings applied, and the run's device returned, with EGL set to
+    render on it before the first env is made."""
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    cuda_settings(args)  # cudnn determinism or benchmarking, TF32
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    render_on(device)  # EGL on the GPU the run trains on
+    return device
+
+
 def cuda_settings(args):
     """The GPU's numerics, as --torch-deterministic and --tf32 say (no effect on a CPU). Deterministic: cudnn's
     deterministic algorithms, none picked by timing (benchmarking could pick another algorithm on the next run).

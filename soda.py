@@ -26,7 +26,6 @@ networks, buffer, augmentation, updates and evaluation are repeated line for lin
 import copy
 import math
 import os
-import random
 import time
 from dataclasses import dataclass
 from typing import Literal, Optional
@@ -131,7 +130,7 @@ class Args:
     eval_checkpoint: Optional[str] = None
     """no training: evaluate this checkpoint (or run folder; its env and architecture) on --eval-modes, print mean +- std per mode"""
     eval_csv: Optional[str] = None
-    """with --eval-checkpoint: write a row per episode here (default: eval_checkpoint_step{N}.csv beside the checkpoint)"""
+    """with --eval-checkpoint: write a row per episode here; None: eval_checkpoint_step{N}.csv beside the checkpoint"""
 
     # Speed (figures in the README's "Speed" section)
     channels_last: bool = True
@@ -693,12 +692,7 @@ def main(args, given=None):
         seeds = np.random.SeedSequence(args.seed, spawn_key=(start_step,))
         buffer_seed, env_seed, eval_seed, action_seed = seeds.spawn(4)
         overlay_seed = int(seeds.spawn(1)[0].generate_state(1)[0])  # a 5th stream, for the overlay images
-        random.seed(args.seed)
-        np.random.seed(args.seed)
-        torch.manual_seed(args.seed)
-        run_plumbing.cuda_settings(args)  # cudnn determinism or benchmarking, TF32
-        device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-        run_plumbing.render_on(device)  # EGL on the GPU the run trains on, before the first env
+        device = run_plumbing.seeded_device(args)  # global RNGs seeded, cudnn and TF32 set, EGL on the run's GPU
 
         env = envs.make_env(args.env_id, int(env_seed.generate_state(1)[0]), "train", **run_plumbing.env_flags(args))
         env.action_space.seed(int(action_seed.generate_state(1)[0]))

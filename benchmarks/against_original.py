@@ -1,6 +1,7 @@
 """Our SGQN update against the original's, SuReLI/SGQN's `SGSAC.update` (commit f383fc0): loss for
-loss, weight for weight, mask pixel for pixel; with `--algorithm svea`, our SVEA (`sac_baseline.py
---augmentation svea`) against the same repository's `SVEA.update`, loss for loss, weight for weight.
+loss, weight for weight, mask pixel for pixel; with `--algorithm svea`, `rad` or `soda`, our SVEA
+(`sac_baseline.py --augmentation svea`), RAD (`sac_baseline.py --augmentation crop`) or SODA (`soda.py`)
+against the same repository's `SVEA.update`, `RAD.update` or `SODA.update`, loss for loss, weight for weight.
 
     git clone <SuReLI/SGQN on GitHub> ~/SGQN && git -C ~/SGQN checkout f383fc0
     pip install --no-deps captum==0.9.0   # the original's guided backprop; it imports numpy, matplotlib, tqdm, packaging
@@ -10,11 +11,20 @@ loss, weight for weight, mask pixel for pixel; with `--algorithm svea`, our SVEA
     python benchmarks/against_original.py --src ~/SGQN/DMC/src --time            # ms per update, both sides
     python benchmarks/against_original.py --src ~/SGQN/DMC/src --algorithm svea                        # SVEA, alpha = beta
     python benchmarks/against_original.py --src ~/SGQN/DMC/src --algorithm svea --svea-weights 0.3 0.7 # its other branch
+    python benchmarks/against_original.py --src ~/SGQN/DMC/src --algorithm rad                         # RAD
+    python benchmarks/against_original.py --src ~/SGQN/DMC/src --algorithm soda                        # SODA
 
 SVEA: the same sizes, critic weight decay 0 on both sides (the original's default, and
 sac_baseline.py has none), its alpha and beta from --svea-weights (when they are equal the original
 makes one critic pass over the clean and overlaid batches stacked, otherwise two passes; ours always
 makes one stacked pass). Both get the same shifted batches, policy noise and overlay images; no mask.
+
+RAD and SODA: both sides built on 100-px frames (the original's arguments.py for rad and soda), critic weight
+decay 0 (the original's default); both get the same batch of random 84-px crops of obs and next_obs (the
+original's buffer crops in `sample()`, ours in the update: ours are served), the same policy noise and, on SODA's
+aux steps (even), the same SODA batch of 24 frames (`sample_soda`), its two crops (the clean one first) and its
+overlay images. SODA's rows also compare its aux loss, its predictor (projection and head; its conv stack is the
+critic's) and the predictor's moving-average target, all of it (the original's `predictor_target`).
 
 Both sides are built at 11 convs x 32 filters (the original's decoder is wired to a 32 x 21 x 21
 encoder output, so no smaller encoder runs), projection 50, hidden 256, batch 16, rho 0.98, critic
@@ -39,9 +49,11 @@ used by the update). The shared draws are served at their draw points: the origi
 noise and grey level (`torch.rand`); our overlay images are the update's argument.
 
 --time instead times each side's update at the paper's size (projection 100, hidden 1024, batch 128,
-float32), interleaved in one process: the original's SAC, SGSAC and SVEA against sac_baseline.py's,
-sgqn.py's and sac_baseline.py --augmentation svea's update, median ms per update (mean of an odd and
-an even step) and the ratios (our SVEA's time includes its random shift, a few ms on a CPU).
+float32), interleaved in one process: the original's SAC, SGSAC, SVEA, RAD and SODA against sac_baseline.py's,
+sgqn.py's, sac_baseline.py --augmentation svea's and crop's, and soda.py's update, median ms per update (mean of
+an odd and an even step) and the ratios (our SVEA's time includes its random shift, our RAD's and SODA's their
+batch crops, a few ms on a CPU; SODA's aux step, on its default 256 frames, crops and overlays on both sides: on a
+CPU the original's with our crop, its own asserting a CUDA tensor).
 `--device cuda` times both sides on the GPU (benchmarks/gpu_check.py does). Both sides
 get ready batches and overlay images, so sampling and shifting are not timed; torch's threads as set
 (OMP_NUM_THREADS).
@@ -64,8 +76,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import run_plumbing  # noqa: E402
 import sac_baseline  # noqa: E402
 import sgqn  # noqa: E402
+import soda  # noqa: E402
 
 OBS_SHAPE, ACTION_DIM = (9, 84, 84), 6
+RENDERED_SHAPE = (9, 100, 100)  # RAD's and SODA's frames, cropped to OBS_SHAPE in the update (the original's arguments.py)
+SODA_BATCH, SODA_DEFAULT_BATCH = 24, 256  # SODA's auxiliary batch in the comparison, and when timing (its default)
 SIZE = dict(projection_dim=50, hidden_dim=256, batch_size=16)
 PAPER_SIZE = dict(projection_dim=100, hidden_dim=1024, batch_size=128)
 RHO, WEIGHT_DECAY = 0.98, 1e-5
@@ -82,6 +97,11 @@ LOSSES = {
 SVEA_LOSSES = {"q loss": ("train_critic/loss", ("losses/critic_loss",))} | {
     name: LOSSES[name] for name in ("actor loss", "alpha loss", "alpha")
 }
+RAD_LOSSES = {"q loss": ("train_critic/loss", ("losses/qf1_loss", "losses/qf2_loss"))} | {
+    name: LOSSES[name] for name in ("actor loss", "alpha loss", "alpha")
+}
+SODA_LOSSES = RAD_LOSSES | {"aux loss": ("train/aux_loss", ("losses/soda_loss",))}
+ALGORITHM_LOSSES = {"sgqn": LOSSES, "svea": SVEA_LOSSES, "rad": RAD_LOSSES, "soda": SODA_LOSSES}
 MASKS = ("mask px", "aux mask px")  # differing pixels: any is a divergence
 
 
@@ -108,14 +128,23 @@ def import_original(src):
     return types.SimpleNamespace(
         **{
             name.split(".")[-1]: importlib.import_module(name)
-            for name in ("algorithms.sac", "algorithms.sgsac", "algorithms.svea", "arguments", "augmentations")
+            for name in (
+                "algorithms.sac",
+                "algorithms.sgsac",
+                "algorithms.svea",
+                "algorithms.rad",
+                "algorithms.soda",
+                "arguments",
+                "augmentations",
+            )  # fmt: skip
         }
     )
 
 
 def original_agent(original, algorithm, size, svea_weights=(0.5, 0.5), device="cpu"):
-    """The original's SAC, SGSAC or SVEA, from its own argument parser (its defaults but for the size,
-    rho, SVEA's weights and, but for SVEA, the weight decay), on the CPU (its `.cuda()` calls made no-ops) or the GPU."""
+    """The original's SAC, SGSAC, SVEA, RAD or SODA, from its own argument parser (its defaults but for the size,
+    rho, SVEA's weights, SODA's batch and, for SGSAC, the weight decay), on the CPU (its `.cuda()` calls made no-ops)
+    or the GPU. RAD and SODA are built on 100-px frames, as the original's train.py builds them."""
     argv = [
         "train.py",
         "--projection_dim",
@@ -125,7 +154,9 @@ def original_agent(original, algorithm, size, svea_weights=(0.5, 0.5), device="c
         "--sgqn_quantile",
         str(RHO),
         "--critic_weight_decay",
-        str(0 if algorithm == "svea" else WEIGHT_DECAY),
+        str(WEIGHT_DECAY if algorithm == "sgsac" else 0),
+        "--soda_batch_size",
+        str(size.get("soda_batch_size", SODA_BATCH)),
         "--svea_alpha",
         str(svea_weights[0]),
         "--svea_beta",
@@ -133,13 +164,15 @@ def original_agent(original, algorithm, size, svea_weights=(0.5, 0.5), device="c
     ]
     with mock.patch.object(sys, "argv", argv):
         args = original.arguments.parse_args()
-    cls = {"sgsac": original.sgsac.SGSAC, "svea": original.svea.SVEA, "sac": original.sac.SAC}[algorithm]
+    classes = {"sgsac": original.sgsac.SGSAC, "svea": original.svea.SVEA, "sac": original.sac.SAC}
+    cls = (classes | {"rad": original.rad.RAD, "soda": original.soda.SODA})[algorithm]
+    obs_shape = RENDERED_SHAPE if algorithm in ("rad", "soda") else OBS_SHAPE
     with contextlib.ExitStack() as stack:
         if torch.device(device).type == "cpu":
             stack.enter_context(mock.patch.object(torch.nn.Module, "cuda", lambda self, *a, **k: self))
             stack.enter_context(mock.patch.object(torch.Tensor, "cuda", lambda self, *a, **k: self))
         stack.enter_context(mock.patch.object(original.sgsac, "SummaryWriter", mock.MagicMock()))
-        return cls(OBS_SHAPE, (ACTION_DIM,), args)
+        return cls(obs_shape, (ACTION_DIM,), args)
 
 
 def our_args(module, size, **changes):
@@ -147,11 +180,15 @@ def our_args(module, size, **changes):
 
 
 def their_parameters(agent):
-    """{group: parameters} of the original's SGSAC or SVEA, in the order of ours."""
+    """{group: parameters} of the original's SGSAC, SVEA, RAD or SODA, in the order of ours. SODA's predictor: its
+    projection and head (its conv stack is the critic's); its target: all of the moving average, conv stack included."""
     critic, target = agent.critic, agent.critic_target
     decoder = (
         {"decoder": [*agent.attribution_predictor.decoder.parameters()]} if hasattr(agent, "attribution_predictor") else {}
     )
+    if hasattr(agent, "predictor"):
+        predictor = [*agent.predictor.encoder.projection.parameters(), *agent.predictor.mlp.parameters()]
+        decoder = {"predictor": predictor, "predictor target": [*agent.predictor_target.parameters()]}
     return {
         "conv": [*critic.encoder.shared_cnn.parameters()],
         "critic": [*critic.encoder.projection.parameters(), *critic.Q1.parameters(), *critic.Q2.parameters()],
@@ -165,14 +202,26 @@ def their_parameters(agent):
 def our_parameters(agent):
     """{group: parameters} of our Agent."""
     critic, target = agent.critic, agent.critic_target
-    return {
-        "conv": [*critic.conv.parameters()],
-        "critic": [*critic.projection.parameters(), *critic.q1.parameters(), *critic.q2.parameters()],
-        "actor": [*agent.actor.parameters()],
-        "target conv": [*target.conv.parameters()],
-        "target critic": [*target.projection.parameters(), *target.q1.parameters(), *target.q2.parameters()],
-        "log_alpha": [agent.log_alpha],
-    } | ({"decoder": [*agent.decoder.parameters()]} if hasattr(agent, "decoder") else {})
+    return (
+        {
+            "conv": [*critic.conv.parameters()],
+            "critic": [*critic.projection.parameters(), *critic.q1.parameters(), *critic.q2.parameters()],
+            "actor": [*agent.actor.parameters()],
+            "target conv": [*target.conv.parameters()],
+            "target critic": [*target.projection.parameters(), *target.q1.parameters(), *target.q2.parameters()],
+            "log_alpha": [agent.log_alpha],
+        }
+        | ({"decoder": [*agent.decoder.parameters()]} if hasattr(agent, "decoder") else {})
+        | soda_parameters(agent)
+    )
+
+
+def soda_parameters(agent):
+    """{group: parameters} of our SODA's predictor (its projection and head) and target (all of it); none for the others."""
+    if not hasattr(agent, "soda_predictor"):
+        return {}
+    predictor = [*agent.soda_predictor.projection.parameters(), *agent.soda_predictor.head.parameters()]
+    return {"predictor": predictor, "predictor target": [*agent.soda_target.parameters()]}
 
 
 def copy_weights(parameters):
@@ -184,22 +233,30 @@ def copy_weights(parameters):
                 d.copy_(s)
 
 
-def draws(updates, batch_size, obs_shape=OBS_SHAPE):
-    """Per update, what both sides must share: the batch before and after the random shift, the
-    policy noise (next_obs; obs on actor steps), the grey level and overlay images in [0, 1]."""
+def draws(updates, batch_size, obs_shape=OBS_SHAPE, crop_to=None, soda_batch=0):
+    """Per update, what both sides must share: the batch before and after the random shift (with `crop_to`,
+    RAD's and SODA's: before and after the random crops of obs and next_obs), the policy noise (next_obs; obs
+    on actor steps), the grey level and overlay images in [0, 1]; with `soda_batch`, on even steps SODA's frames
+    (its own batch), their two crops (the clean one first, as both sides draw them) and its overlay images."""
     b, out = batch_size, []
+    frames = lambda n: torch.randint(0, 256, (n, *obs_shape)).to(torch.get_default_dtype())  # noqa: E731
     for step in range(1, updates + 1):
-        obs, next_obs = (torch.randint(0, 256, (b, *obs_shape)).to(torch.get_default_dtype()) for _ in range(2))
+        obs, next_obs = frames(b), frames(b)
         batch = (obs, torch.rand(b, ACTION_DIM) * 2 - 1, torch.rand(b, 1), next_obs, (torch.rand(b, 1) > 0.1).to(obs.dtype))
-        out.append(
-            types.SimpleNamespace(
-                batch=batch,
-                shifted=[sgqn.random_shift(obs), sgqn.random_shift(next_obs)],
-                noise=[torch.randn(b, ACTION_DIM) for _ in range(2 if step % 2 == 0 else 1)],
-                grey=torch.rand(()).item(),
-                images=torch.rand(b, 3, *obs_shape[1:]),
-            )
+        augment = (lambda x: soda.random_crop(x, crop_to)) if crop_to else sgqn.random_shift
+        d = types.SimpleNamespace(
+            batch=batch,
+            shifted=[augment(obs), augment(next_obs)],
+            noise=[torch.randn(b, ACTION_DIM) for _ in range(2 if step % 2 == 0 else 1)],
+            grey=torch.rand(()).item(),
+            images=torch.rand(b, 3, *(obs_shape[1:] if crop_to is None else (crop_to, crop_to))),
+            soda_obs=None,
         )
+        if soda_batch and step % 2 == 0:
+            d.soda_obs = frames(soda_batch)
+            d.soda_crops = [soda.random_crop(d.soda_obs, crop_to) for _ in range(2)]
+            d.images = torch.rand(soda_batch, 3, crop_to, crop_to)
+        out.append(d)
     return out
 
 
@@ -224,13 +281,17 @@ def recorded(owner, name, into):
 
 
 def update_theirs(original, agent, d, step):
-    """The original's update on the shared draws: {loss: value} (those it logs), its masks (SVEA: none)."""
+    """The original's update on the shared draws: {loss: value} (those it logs), its masks (SVEA, RAD, SODA: none)."""
     logged, masks = {}, []
     logger = types.SimpleNamespace(log=lambda key, value, step: logged.update({key: float(torch.as_tensor(value).detach())}))
     _, action, reward, _, not_done = d.batch
     shifted = (d.shifted[0].clone(), action, reward, d.shifted[1].clone(), not_done)
     uniform = lambda low, high: low + (high - low) * d.grey  # random.uniform's formula
     sgsac = isinstance(agent, original.sgsac.SGSAC)
+    algorithm = {original.sgsac.SGSAC: "sgqn", original.svea.SVEA: "svea", original.rad.RAD: "rad"}.get(type(agent), "soda")
+    buffer = types.SimpleNamespace(
+        sample_drq=lambda: shifted, sample=lambda: shifted, sample_soda=lambda n: d.soda_obs.clone()
+    )
     with contextlib.ExitStack() as stack:
         stack.enter_context(served(torch, "randn_like", d.noise))
         stack.enter_context(mock.patch.object(original.augmentations, "places_dataloader", True))
@@ -240,23 +301,43 @@ def update_theirs(original, agent, d, step):
         if sgsac:
             stack.enter_context(mock.patch.object(original.sgsac, "random", types.SimpleNamespace(uniform=uniform)))
             stack.enter_context(recorded(original.sgsac, "compute_attribution_mask", masks))
-        agent.update(types.SimpleNamespace(sample_drq=lambda: shifted), logger, step)
-    losses = LOSSES if sgsac else SVEA_LOSSES
+        if d.soda_obs is not None:  # SODA's two crops of its frames (the batch's come cropped from `sample`)
+            stack.enter_context(served(original.augmentations, "random_crop", d.soda_crops))
+        agent.update(buffer, logger, step)
+    losses = ALGORITHM_LOSSES[algorithm]
     return {name: logged[key] for name, (key, _) in losses.items() if key in logged}, masks
 
 
+def our_algorithm(args):
+    """sgqn, svea, rad or soda: which of ours `args` are (their Args class and augmentation)."""
+    if isinstance(args, soda.Args):
+        return "soda"
+    return "sgqn" if isinstance(args, sgqn.Args) else {"svea": "svea", "crop": "rad"}[args.augmentation]
+
+
 def update_ours(agent, args, d, step):
-    """Our update on the shared draws: {loss: value} (those the original logs), its masks (SVEA: none)."""
-    masks, module = [], sac_baseline if args.augmentation == "svea" else sgqn
+    """Our update on the shared draws: {loss: value} (those the original logs), its masks (SVEA, RAD, SODA: none)."""
+    algorithm, batch, masks = our_algorithm(args), [x.clone() for x in d.batch], []
+    module = {"sgqn": sgqn, "soda": soda}.get(algorithm, sac_baseline)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(served(module, "random_shift", d.shifted))
         stack.enter_context(served(torch, "randn_like", d.noise))
+        if algorithm in ("rad", "soda"):  # the batch's crops, then SODA's two
+            stack.enter_context(served(module, "random_crop", d.shifted + (d.soda_crops if d.soda_obs is not None else [])))
+        else:
+            stack.enter_context(served(module, "random_shift", d.shifted))
         if module is sgqn:
             stack.enter_context(served(torch, "rand", [torch.tensor(d.grey)]))
             stack.enter_context(recorded(sgqn, "saliency_mask", masks))
-        metrics = module.update(agent, [x.clone() for x in d.batch], step, args, -ACTION_DIM, d.images * 255)
-    losses = LOSSES if module is sgqn else SVEA_LOSSES
-    return {name: sum(float(metrics[k]) for k in keys) for name, (_, keys) in losses.items() if keys[0] in metrics}, masks
+        if algorithm == "soda":
+            soda_obs = None if d.soda_obs is None else d.soda_obs.clone()
+            metrics = soda.update(agent, batch, step, args, -ACTION_DIM, soda_obs, d.images * 255)
+        elif algorithm == "rad":
+            metrics = module.update(agent, batch, step, args, -ACTION_DIM)
+        else:
+            metrics = module.update(agent, batch, step, args, -ACTION_DIM, d.images * 255)
+    losses = ALGORITHM_LOSSES[algorithm]
+    metrics = {name: sum(float(metrics[k]) for k in keys) for name, (_, keys) in losses.items() if keys[0] in metrics}
+    return metrics, masks
 
 
 def relative_difference(ours, theirs):
@@ -317,42 +398,54 @@ def format_row(update, row, names):
     return f"{update:>6}  {kind:<6}  " + "  ".join(cells)
 
 
+def ours_for(algorithm, perturb, svea_weights):
+    """Our side of --algorithm: (its Args, its agent on the CPU, the heading's words on both sides)."""
+    changes = PERTURBATIONS[perturb]
+    if algorithm == "sgqn":
+        args = our_args(sgqn, SIZE, sgqn_quantile=RHO, critic_weight_decay=WEIGHT_DECAY, **changes)
+        return args, sgqn.make_agent(OBS_SHAPE, ACTION_DIM, args, "cpu"), f"SGSAC.update against sgqn.update: rho {RHO}, "
+    if algorithm == "soda":
+        args = our_args(soda, SIZE, soda_batch_size=SODA_BATCH, **changes)
+        heading = f"SODA.update against soda.update: SODA batch {SODA_BATCH}, "
+        return args, soda.make_agent(OBS_SHAPE, ACTION_DIM, args, "cpu"), heading
+    if algorithm == "rad":
+        args = our_args(sac_baseline, SIZE, augmentation="crop", **changes)
+        heading = "RAD.update against sac_baseline.update --augmentation crop: "
+        return args, sac_baseline.make_agent(OBS_SHAPE, ACTION_DIM, args, "cpu"), heading
+    alpha, beta = svea_weights
+    args = our_args(sac_baseline, SIZE, augmentation="svea", svea_alpha=alpha, svea_beta=beta, **changes)
+    heading = f"SVEA.update against sac_baseline.update --augmentation svea: alpha {alpha:g}, beta {beta:g}, "
+    return args, sac_baseline.make_agent(OBS_SHAPE, ACTION_DIM, args, "cpu"), heading
+
+
 def compare(opts):
     dtype = getattr(torch, opts.dtype)
     torch.set_default_dtype(dtype)
     torch.manual_seed(opts.seed)
     original = import_original(opts.src)
-    svea = opts.algorithm == "svea"
-    if svea and opts.perturb == "rho":
-        raise SystemExit("error: --perturb rho is SGQN's; with --algorithm svea give beta or tau")
-    theirs = original_agent(original, "svea" if svea else "sgsac", SIZE, opts.svea_weights)
-    if svea:
-        alpha, beta = opts.svea_weights
-        changes = {"augmentation": "svea", "svea_alpha": alpha, "svea_beta": beta, **PERTURBATIONS[opts.perturb]}
-        args = our_args(sac_baseline, SIZE, **changes)
-        ours = sac_baseline.make_agent(OBS_SHAPE, ACTION_DIM, args, torch.device("cpu"))
-    else:
-        changes = {"sgqn_quantile": RHO, "critic_weight_decay": WEIGHT_DECAY, **PERTURBATIONS[opts.perturb]}
-        args = our_args(sgqn, SIZE, **changes)
-        ours = sgqn.make_agent(OBS_SHAPE, ACTION_DIM, args, torch.device("cpu"))
+    if opts.algorithm != "sgqn" and opts.perturb == "rho":
+        raise SystemExit(f"error: --perturb rho is SGQN's; with --algorithm {opts.algorithm} give beta or tau")
+    theirs = original_agent(original, {"sgqn": "sgsac"}.get(opts.algorithm, opts.algorithm), SIZE, opts.svea_weights)
+    args, ours, heading = ours_for(opts.algorithm, opts.perturb, opts.svea_weights)
     parameters = {name: (p, q) for (name, p), q in zip(their_parameters(theirs).items(), our_parameters(ours).values())}
     copy_weights(parameters)
     if opts.perturb == "beta":
         ours.critic_optimizer.param_groups[0]["betas"] = (BETA1, 0.999)
-    names = [*SVEA_LOSSES, *parameters] if svea else [*LOSSES, *parameters, *MASKS]
-    sides = (
-        f"SVEA.update (SuReLI/SGQN) against sac_baseline.update --augmentation svea: alpha {alpha:g}, beta {beta:g}, "
-        if svea
-        else f"SGSAC.update (SuReLI/SGQN) against sgqn.update: rho {RHO}, "
-    )
+    masked = opts.algorithm == "sgqn"
+    names = [*ALGORITHM_LOSSES[opts.algorithm], *parameters, *(MASKS if masked else ())]
+    crops = opts.algorithm in ("rad", "soda")
     print(
-        f"{sides}{opts.dtype}, 11 convs x 32, projection {SIZE['projection_dim']}, hidden {SIZE['hidden_dim']}, "
-        f"batch {SIZE['batch_size']}, perturbation {opts.perturb}; relative differences{'' if svea else ', mask pixels'}",
+        f"{heading.replace('.update against', '.update (SuReLI/SGQN) against')}{opts.dtype}, 11 convs x 32, projection "
+        f"{SIZE['projection_dim']}, hidden {SIZE['hidden_dim']}, batch {SIZE['batch_size']}"
+        f"{', 100-px frames cropped to 84' if crops else ''}, perturbation {opts.perturb}; "
+        f"relative differences{', mask pixels' if masked else ''}",
         flush=True,
     )
     print(f"{'update':>6}  {'steps':<6}  " + "  ".join(n.rjust(max(len(n), 7)) for n in names))
     rows = []
-    for step, d in enumerate(draws(opts.updates, SIZE["batch_size"]), 1):
+    shapes = dict(obs_shape=RENDERED_SHAPE, crop_to=OBS_SHAPE[-1]) if crops else {}
+    soda_batch = SODA_BATCH if opts.algorithm == "soda" else 0
+    for step, d in enumerate(draws(opts.updates, SIZE["batch_size"], **shapes, soda_batch=soda_batch), 1):
         rows.append(differences(update_theirs(original, theirs, d, step), update_ours(ours, args, d, step), parameters))
         print(format_row(step, rows[-1], names), flush=True)
     line, status = summary(rows, opts.threshold)
@@ -371,10 +464,26 @@ def time_updates(opts):
     batch += (torch.ones(b, 1, device=device),)
     images = torch.rand(b, 3, *OBS_SHAPE[1:], device=device)
     buffer = types.SimpleNamespace(sample=lambda: batch, sample_drq=lambda: batch)  # sampling untimed on both sides
+    # RAD and SODA: 100-px frames; the original's buffer crops them (untimed), our update does (timed: a few ms).
+    # SODA's aux step draws its frames and overlay images on both sides, its crops and overlay timed on both.
+    frames = lambda n: torch.randint(0, 256, (n, *RENDERED_SHAPE), device=device).float()  # noqa: E731
+    n = SODA_DEFAULT_BATCH
+    rendered = (frames(b), batch[1], batch[2], frames(b), batch[4])
+    soda_obs, soda_images = frames(n), torch.rand(n, 3, *OBS_SHAPE[1:], device=device)
+    cropped = tuple(soda.random_crop(x, OBS_SHAPE[-1]) if x.dim() == 4 else x for x in rendered)
+    rad_buffer = types.SimpleNamespace(sample=lambda: cropped, sample_soda=lambda n: soda_obs)
+    places = {b: images, n: soda_images}
     sac_args = our_args(sac_baseline, PAPER_SIZE)
     sgqn_args = our_args(sgqn, PAPER_SIZE, sgqn_quantile=RHO, critic_weight_decay=WEIGHT_DECAY, augmentation="none")
-    their_sac, their_sgsac, their_svea = (
-        original_agent(original, a, PAPER_SIZE, device=device) for a in ("sac", "sgsac", "svea")
+    their_sac, their_sgsac, their_svea, their_rad, their_soda = (
+        original_agent(original, a, PAPER_SIZE | {"soda_batch_size": n}, device=device)
+        for a in ("sac", "sgsac", "svea", "rad", "soda")
+    )
+    rad_args, soda_args = our_args(sac_baseline, PAPER_SIZE, augmentation="crop"), our_args(soda, PAPER_SIZE)
+    our_rad = sac_baseline.make_agent(OBS_SHAPE, ACTION_DIM, rad_args, device)
+    our_soda = soda.make_agent(OBS_SHAPE, ACTION_DIM, soda_args, device)
+    soda_step = lambda step: soda.update(  # noqa: E731
+        our_soda, rendered, step, soda_args, -ACTION_DIM, *((soda_obs, 255 * soda_images) if step % 2 == 0 else ())
     )
     svea_args = our_args(sac_baseline, PAPER_SIZE, augmentation="svea")
     our_svea = sac_baseline.make_agent(OBS_SHAPE, ACTION_DIM, svea_args, device)
@@ -389,18 +498,26 @@ def time_updates(opts):
         "ours SGQN": lambda step: sgqn.update(our_sgqn, batch, step, sgqn_args, -ACTION_DIM, 255 * images),
         "original SVEA": lambda step: their_svea.update(buffer, None, step),
         "ours SVEA": lambda step: sac_baseline.update(our_svea, batch, step, svea_args, -ACTION_DIM, 255 * images),
+        "original RAD": lambda step: their_rad.update(rad_buffer, None, step),
+        "ours RAD": lambda step: sac_baseline.update(our_rad, rendered, step, rad_args, -ACTION_DIM),
+        "original SODA": lambda step: their_soda.update(rad_buffer, None, step),
+        "ours SODA": soda_step,
     }
     print(
         f"ms per update (median of {opts.repeats}, each the mean of an odd and an even step), float32, 11 convs x 32, "
-        f"projection 100, hidden 1024, batch {b}, "
+        f"projection 100, hidden 1024, batch {b} (SODA's own {n}), "
         + (torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} thread(s)"),
         flush=True,
     )
     times = {name: [] for name in run}
-    with (
-        mock.patch.object(original.augmentations, "places_dataloader", True),
-        mock.patch.object(original.augmentations, "_get_places_batch", lambda batch_size: images),
-    ):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(mock.patch.object(original.augmentations, "places_dataloader", True))
+        stack.enter_context(
+            mock.patch.object(original.augmentations, "_get_places_batch", lambda batch_size: places[batch_size])
+        )
+        if device.type == "cpu":  # the original's random_crop asserts a CUDA tensor: on a CPU its SODA crops with ours
+            crop = lambda x: soda.random_crop(x, OBS_SHAPE[-1])  # noqa: E731
+            stack.enter_context(mock.patch.object(original.augmentations, "random_crop", crop))
         for repeat in range(opts.repeats + 1):  # the first round warms up
             for name, update in run.items():
                 sync()
@@ -414,6 +531,8 @@ def time_updates(opts):
         ("SAC", "original SAC", "ours SAC"),
         ("SGQN", "original SGSAC", "ours SGQN"),
         ("SVEA", "original SVEA", "ours SVEA"),
+        ("RAD", "original RAD", "ours RAD"),
+        ("SODA", "original SODA", "ours SODA"),
     ):
         print(f"{method}: original {ms[theirs]:.0f} ms, ours {ms[mine]:.0f} ms (ours / original {ms[mine] / ms[theirs]:.2f})")
     return 0
@@ -423,7 +542,10 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--src", required=True, help="SuReLI/SGQN's DMC/src folder")
     p.add_argument(
-        "--algorithm", choices=("sgqn", "svea"), default="sgqn", help="the update to compare (--time times all three)"
+        "--algorithm",
+        choices=("sgqn", "svea", "rad", "soda"),
+        default="sgqn",
+        help="the update to compare (--time times all five)",
     )
     p.add_argument(
         "--svea-weights", type=float, nargs=2, default=(0.5, 0.5), metavar=("ALPHA", "BETA"), help="with --algorithm svea"

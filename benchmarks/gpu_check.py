@@ -10,11 +10,12 @@
 It prints one table, and writes it to --out (markdown), in three parts:
 
 1. checks on the device, each ok or the error's first line:
-   - each method's update (sac, drq, svea, sgqn) on a batch from the replay buffer, an odd (critic)
-     and an even (full) step, under `torch.cuda.set_sync_debug_mode("error")`: a host sync raises;
+   - each method's update (sac, rad, soda, svea, sgqn, drq) on a batch from the replay buffer, an odd
+     (critic) and an even (full; SODA's auxiliary step too) step, under `torch.cuda.set_sync_debug_mode("error")`:
+     a host sync raises;
    - a short run of each script on cartpole-balance at tiny sizes (train, evaluate with the saliency
      measure, checkpoint), `--resume` to a later step, `--eval-checkpoint`, and `saliency_figure.py`
-     on its checkpoint; each a subprocess, as a user runs it (the dry run: SVEA's training only);
+     on its checkpoint; each a subprocess, as a user runs it (the dry run: SVEA's and SODA's training only);
 2. ms per update at the paper's size (11 x 32, projection 100, hidden 1024, batch 128), fp32, by
    benchmarks/update_speed.py: each method with --torch-deterministic (the default) and without
    (cudnn.benchmark), and SAC and SGQN with --tf32, --bf16 and --compile; with --original-src, the
@@ -36,6 +37,7 @@ that the GPU paths are right.
 
 import argparse
 import glob
+import importlib
 import os
 import re
 import subprocess
@@ -52,7 +54,15 @@ PACKAGES = [  # what the GPU machine's image lacks (it has torch): requirements.
 EGL_DEBS = ["libegl1", "libgl1-mesa-dri", "libglvnd0", "libegl-mesa0"]
 TINY = ["--num-conv-layers", "2", "--num-filters", "8", "--projection-dim", "16", "--hidden-dim", "32"]
 TINY += ["--image-size", "32", "--batch-size", "16"]
-METHODS = {"sac": [], "drq": ["--augmentation", "shift"], "svea": ["--augmentation", "svea"], "sgqn": []}
+# Each method's script and flags: the paper's columns (SAC, RAD, SODA, SVEA, SGQN), then DrQ beside them.
+METHODS = {
+    "sac": ("sac_baseline.py", ["--augmentation", "none"]),
+    "rad": ("sac_baseline.py", ["--augmentation", "crop"]),
+    "soda": ("soda.py", []),
+    "svea": ("sac_baseline.py", ["--augmentation", "svea"]),
+    "sgqn": ("sgqn.py", []),
+    "drq": ("sac_baseline.py", ["--augmentation", "shift"]),
+}
 
 
 def prepare(folder):
@@ -100,45 +110,50 @@ def check_updates(device_name, dry_run):
     sys.path.insert(0, ROOT)
     import envs
     import run_plumbing
-    import sac_baseline
-    import sgqn
 
     device = torch.device(device_name)
     results = {}
     overlay = envs.OverlayImages(None, 32 if dry_run else 84, 0)  # one pool for all methods (500 images to make)
-    for method, flags in METHODS.items():
-        module = sgqn if method == "sgqn" else sac_baseline
+    for method, (script, flags) in METHODS.items():
+        module = importlib.import_module(script.removesuffix(".py"))
         changes = {"augmentation": flags[1]} if flags else {}
         changes |= {"sgqn_quantile": 0.95} if method == "sgqn" else {}  # main() sets it from the task
         if dry_run:
             changes |= dict(num_conv_layers=2, num_filters=8, projection_dim=16, hidden_dim=32, image_size=32, batch_size=16)
+            changes |= {"soda_batch_size": 32} if method == "soda" else {}
         args = module.Args(cuda=True, **changes)
         try:
             run_plumbing.cuda_settings(args)
             obs_shape = (9, args.image_size, args.image_size)
             agent = module.make_agent(obs_shape, 6, args, device)
-            buffer = module.ReplayBuffer(600, (3, args.image_size, args.image_size), 6, 3, device, seed=0)
+            frame_size = run_plumbing.render_size(args)  # RAD's and SODA's frames are 16 px larger, cropped in the update
+            buffer = module.ReplayBuffer(600, (3, frame_size, frame_size), 6, 3, device, seed=0)
             rng = torch.Generator().manual_seed(0)
-            buffer.add_first(
-                torch.randint(0, 256, (3, args.image_size, args.image_size), generator=rng, dtype=torch.uint8).numpy()
-            )
+            buffer.add_first(torch.randint(0, 256, (3, frame_size, frame_size), generator=rng, dtype=torch.uint8).numpy())
             for _ in range(500):
-                frame = torch.randint(0, 256, (3, args.image_size, args.image_size), generator=rng, dtype=torch.uint8)
+                frame = torch.randint(0, 256, (3, frame_size, frame_size), generator=rng, dtype=torch.uint8)
                 buffer.add(frame.numpy(), torch.rand(6, generator=rng).numpy() * 2 - 1, 0.5, False)
             for step in (1, 2):
                 batch = buffer.sample(args.batch_size)
-                images = overlay.sample_on(args.batch_size, device)  # as main() makes them
+                # As main() makes them: SVEA's and SGQN's overlays each step; on SODA's auxiliary steps (every 2nd), its
+                # own batch of uncropped frames and their overlays.
+                aux_step = method == "soda" and step % args.aux_update_freq == 0
+                if aux_step:
+                    extra = [buffer.sample(args.soda_batch_size)[0], overlay.sample_on(args.soda_batch_size, device)]
+                else:
+                    extra = [overlay.sample_on(args.batch_size, device)] if method in ("svea", "sgqn") else []
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                     torch.cuda.set_sync_debug_mode("error")
                 try:
-                    extra = [images] if method in ("svea", "sgqn") else []
                     metrics = module.update(agent, batch, step, args, -6.0, *extra)
                 finally:
                     if device.type == "cuda":
                         torch.cuda.set_sync_debug_mode("default")
                 if not all(torch.isfinite(v).all() for v in metrics.values()):
                     raise RuntimeError(f"step {step}: a loss is not finite")
+                if method == "soda" and ("losses/soda_loss" in metrics) != aux_step:
+                    raise RuntimeError(f"step {step}: SODA's loss {'missing' if aux_step else 'on a step without its update'}")
             results[f"update {method}"] = "ok" + ("" if device.type == "cuda" else " (CPU: no sync debug mode)")
         except Exception as e:  # a check that fails is a row of the table, not the end of the check
             results[f"update {method}"] = f"FAILED: {type(e).__name__}: {str(e).splitlines()[0][:140]}"
@@ -151,7 +166,8 @@ def check_runs(env, dry_run, scratch):
     results = {}
     cuda = ["--no-cuda"] if dry_run else []
     modes = ["train"] if dry_run else ["train", "video_hard"]  # each mode an evaluation worker: seconds to start
-    for script, method, flags in (("sac_baseline.py", "svea", METHODS["svea"]), ("sgqn.py", "sgqn", [])):
+    for method in ("svea", "soda", "sgqn"):  # each script (SODA's also renders the larger frames RAD crops)
+        script, flags = METHODS[method]
         runs = os.path.join(scratch, "runs")
         common = ["--env-id", "cartpole-balance", "--learning-starts", "20", "--eval-episodes", "1", *TINY, *cuda]
         common += ["--eval-modes", *modes, "--runs-dir", runs, "--run-name", method, "--save-freq", "30"]
@@ -162,7 +178,7 @@ def check_runs(env, dry_run, scratch):
             ("eval-checkpoint", [sys.executable, script, "--eval-checkpoint", checkpoint, "--eval-modes", *modes]),
             ("saliency figure", [sys.executable, "experiments/saliency_figure.py", checkpoint, "--modes", *modes]),
         ]
-        if dry_run and method == "svea":  # the dry run's minute: SVEA's run only trains (its script's other paths are SAC's)
+        if dry_run and method != "sgqn":  # the dry run's minute: SVEA's and SODA's runs only train
             steps = steps[:1]
         for name, command in steps:
             ok, output = run(command, env)

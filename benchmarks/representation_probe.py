@@ -4,7 +4,7 @@
     python benchmarks/representation_probe.py CHECKPOINT --frames 24000 --seed 11
 
 Plays random-action episodes of the checkpoint's task (train mode, the checkpoint's action repeat
-and image size) and records, after each agent step, the frame stack and the task's true state
+and frames as its run rendered them: RAD's and SODA's 16 px larger, their centre seen by the critic) and records, after each agent step, the frame stack and the task's true state
 (dm_control's observation vector; for cartpole: cart position, pole cos and sin, cart velocity,
 pole angular velocity). The stacks go through the critic's conv stack and projection: the
 features the Q heads read. A 2-layer MLP readout (256 units, as nonlinear as the heads) is fitted
@@ -12,7 +12,7 @@ on 70% of the samples, and its held-out R^2 per state dimension (on 20%, stopped
 10%) is printed, for the trained
 critic and for the same architecture freshly initialised (what the network holds before any
 learning). R^2 near 1: the state can be read from the features; near 0: it cannot. Works with
-checkpoints of sac_baseline.py and sgqn.py; it calls their own code (never a copy of it).
+checkpoints of sac_baseline.py, sgqn.py and soda.py; it calls their own code (never a copy of it).
 About 2 minutes for 3000 agent steps on one CPU core, most of it rendering.
 """
 
@@ -28,6 +28,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import envs  # noqa: E402
 import run_plumbing  # noqa: E402
+
+SCRIPTS = ("sac_baseline", "sgqn", "soda")  # the scripts whose checkpoints this reads (their ALGORITHM)
 
 
 def collect(env, steps, seed):
@@ -99,7 +101,7 @@ def readout_r2(features, targets, steps=3000, seed=0):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="a checkpoint.pt of sac_baseline.py or sgqn.py")
+    p.add_argument("checkpoint", help="a checkpoint.pt of sac_baseline.py, sgqn.py or soda.py")
     p.add_argument(
         "--frames", type=int, default=24_000, help="frames of random play to probe on (agent steps x action repeat)"
     )
@@ -112,33 +114,27 @@ def main():
     try:  # loaded once: a checkpoint with its replay buffer is hundreds of MB
         state = torch.load(cli.checkpoint, map_location="cpu", weights_only=False)
         algorithm = state["algorithm"]
-        if algorithm not in ("sac_baseline", "sgqn"):  # an explicit check (an assert vanishes under python -O)
+        if algorithm not in SCRIPTS:  # an explicit check (an assert vanishes under python -O)
             raise ValueError(algorithm)
         script = importlib.import_module(algorithm)
     except Exception as e:
         sys.exit(
-            f"error: cannot read checkpoint {cli.checkpoint} ({type(e).__name__}): is it a checkpoint.pt of sac_baseline.py or sgqn.py?"
+            f"error: cannot read checkpoint {cli.checkpoint} ({type(e).__name__}): is it a checkpoint.pt of sac_baseline.py, sgqn.py or soda.py?"
         )
     fields = {f.name for f in dataclasses.fields(script.Args)}
     args = script.Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["args"].items() if k in fields})
-    env = envs.make_env(
-        args.env_id,
-        cli.seed,
-        "train",
-        action_repeat=args.action_repeat,
-        frame_stack=args.frame_stack,
-        image_size=args.image_size,
-    )
+    # The frames as the run rendered them (RAD's and SODA's larger: the conv stack sees their centre, as when acting).
+    env = envs.make_env(args.env_id, cli.seed, "train", **run_plumbing.env_flags(args))
     stacks, states, names = collect(env, max(1, cli.frames // env.action_repeat), cli.seed)
     env.close()
-    obs_shape, action_dim = stacks.shape[1:], env.action_space.shape[0]
+    obs_shape, action_dim = (stacks.shape[1], args.image_size, args.image_size), env.action_space.shape[0]
     trained = script.make_agent(obs_shape, action_dim, args, "cpu")
     run_plumbing.restore(trained, state)
     torch.manual_seed(cli.seed)
     fresh = script.make_agent(obs_shape, action_dim, args, "cpu")
     print(
         f"{algorithm} checkpoint at step {state['step']} ({state['step'] * env.action_repeat} frames), {args.env_id}; "
-        f"{len(stacks)} random-action stacks, held-out R^2 of an MLP readout of the critic's projection:"
+        f"{len(stacks)} random-action stacks ({stacks.shape[-1]} px frames), held-out R^2 of an MLP readout of the critic's projection:"
     )
     print(f"{'state':24s} {'trained':>8s} {'fresh init':>10s}")
     rows = [

@@ -7,19 +7,25 @@
     python benchmarks/update_speed.py --algorithm sgqn --learning-preset     # the networks of benchmarks/learning.py
     python benchmarks/update_speed.py --algorithm sac --learning-preset --shift-copies 2   # DrQ's K = M = 2
     python benchmarks/update_speed.py --algorithm svea --network 11x16 --threads 1   # SVEA at the balance study's size
+    python benchmarks/update_speed.py --algorithm soda --device cuda
 
-Imports `sac_baseline` or `sgqn` (never copies their code), builds the full-size agent from the
-script's own `Args` defaults with walker-walk shapes (obs 9x84x84, 6 actions; SGQN quantile 0.95),
-fills the script's `ReplayBuffer` with random frames, and calls the script's `update` over steps
-0, 1, 2, ... (`--warmup` untimed, then `--steps` timed). Even steps run critic + actor/alpha +
-target (+ SGQN's aux); odd steps run the critic only. A step is buffer.sample (+ the overlay images
-on SGQN aux steps and on every SVEA step, as `main` builds them) + update. `--algorithm svea` is
-sac_baseline.py with `--augmentation svea`; `drq` with `--augmentation shift`.
+Imports `sac_baseline`, `sgqn` or `soda` (never copies their code), builds the full-size agent from
+the script's own `Args` defaults with walker-walk shapes (obs 9x84x84, 6 actions; SGQN quantile
+0.95), fills the script's `ReplayBuffer` with random frames (rendered 100 px for RAD's and SODA's
+random 84-px crops), and calls the script's `update` over steps 0, 1, 2, ... (`--warmup` untimed,
+then `--steps` timed). Even steps run critic + actor/alpha + target (+ SGQN's or SODA's aux); odd
+steps run the critic only. A step is buffer.sample (+ the overlay images on SGQN aux steps and on
+every SVEA step; on SODA's aux steps, its own batch of `--soda-batch-size` uncropped frames and
+their overlay images: as `main` builds them) + update. The overlay pool (`envs.OverlayImages`, 500
+procedural images) is filled before the first step: the scripts make it once per run, when first
+drawn. `--algorithm` svea, drq and rad are sac_baseline.py with `--augmentation` svea, shift and
+crop.
 
 Phases are timed by wrapping the module's functions, which `update` looks up as globals at call
-time: sample, overlay, critic, actor, target, aux; "other" is the rest of the step (random shift,
-glue). "attribution" (guided_backprop + saliency_mask) runs INSIDE critic and aux and is
-already counted there; it is shown on its own line for information only.
+time: sample, overlay, critic, actor, target, aux (SGQN's update_aux, SODA's update_soda); "other"
+is the rest of the step (random shift or crop, glue). "attribution" (guided_backprop +
+saliency_mask) runs INSIDE critic and aux and is already counted there; it is shown on its own line
+for information only.
 
 run_plumbing.keep_freed_memory() is called first, as main() does (--default-allocator skips
 it, to measure what it saves). Speed flags (--no-channels-last, --bf16, --compile) are passed to
@@ -55,9 +61,10 @@ TOP_LEVEL = ("sample", "overlay", "critic", "actor", "target", "aux")
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--algorithm", choices=("sac", "drq", "svea", "sgqn"), required=True)
+    p.add_argument("--algorithm", choices=("sac", "drq", "rad", "svea", "soda", "sgqn"), required=True)
     p.add_argument("--network", help="CONVSxFILTERS, e.g. 11x16 (the balance study's); default the paper's 11x32")
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--soda-batch-size", type=int, help="SODA's own batch on its aux steps (default: soda.py's, 256)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--warmup", type=int, default=2, help="untimed updates first (steps 0..warmup-1)")
     p.add_argument("--steps", type=int, default=6, help="timed updates (K)")
@@ -79,7 +86,7 @@ def parse_args():
     p.add_argument(
         "--shift-copies",
         type=int,
-        help="DrQ's K = M: copies of each transition, each shifted on its own; also sets --augmentation shift (sac's default is none)",
+        help="DrQ's K = M: copies of each transition, each shifted on its own; also sets --augmentation shift (sac's default is none; not rad or soda: they crop)",
     )
     p.add_argument(
         "--default-allocator",
@@ -119,10 +126,10 @@ class PhaseTimer:
         self.patched.clear()
 
 
-def filled_buffer(module, device, frames=2000, episode_length=500, seed=0):
+def filled_buffer(module, device, frame_size, frames=2000, episode_length=500, seed=0):
     rng = np.random.default_rng(seed)
-    buffer = module.ReplayBuffer(frames, (3, *OBS_SHAPE[1:]), ACTION_DIM, OBS_SHAPE[0] // 3, device, seed)
-    images = rng.integers(0, 256, (frames, 3, *OBS_SHAPE[1:]), dtype=np.uint8)
+    buffer = module.ReplayBuffer(frames, (3, frame_size, frame_size), ACTION_DIM, OBS_SHAPE[0] // 3, device, seed)
+    images = rng.integers(0, 256, (frames, 3, frame_size, frame_size), dtype=np.uint8)
     for i, frame in enumerate(images):
         if i % episode_length == 0:
             buffer.add_first(frame)
@@ -133,7 +140,13 @@ def filled_buffer(module, device, frames=2000, episode_length=500, seed=0):
 
 def main():
     opts = parse_args()
-    module = importlib.import_module("sgqn" if opts.algorithm == "sgqn" else "sac_baseline")
+    if opts.shift_copies and opts.algorithm in ("rad", "soda"):
+        print(f"--shift-copies: {opts.algorithm} crops its frames, it shifts no copies")
+        sys.exit(2)
+    if opts.soda_batch_size and opts.algorithm != "soda":
+        print(f"--soda-batch-size: {opts.algorithm} has no SODA batch")
+        sys.exit(2)
+    module = importlib.import_module(opts.algorithm if opts.algorithm in ("sgqn", "soda") else "sac_baseline")
     fields = {f.name for f in dataclasses.fields(module.Args)}
     speed = {"channels_last": not opts.no_channels_last, "bf16": opts.bf16, "compile": opts.compile}
     for name in speed:
@@ -150,21 +163,26 @@ def main():
         from learning import PRESET
 
         extra |= {k: v for k, v in PRESET.items() if k != "batch_size"}
-    if opts.algorithm in ("drq", "svea"):
-        extra |= {"augmentation": "shift" if opts.algorithm == "drq" else "svea"}
+    if opts.algorithm in ("drq", "rad", "svea"):
+        extra |= {"augmentation": {"drq": "shift", "rad": "crop", "svea": "svea"}[opts.algorithm]}
     if opts.network:
         convs, filters = map(int, opts.network.lower().split("x"))
         extra |= {"num_conv_layers": convs, "num_filters": filters}
     if opts.shift_copies:
         extra |= {"shift_copies": opts.shift_copies, "augmentation": extra.get("augmentation", "shift")}
+    if opts.soda_batch_size:
+        extra |= {"soda_batch_size": opts.soda_batch_size}
     extra |= {"tf32": opts.tf32, "torch_deterministic": not opts.no_torch_deterministic}
     args = module.Args(batch_size=opts.batch_size, cuda=device.type == "cuda", **speed, **extra)
     run_plumbing.cuda_settings(args)  # as main() sets them
     agent = module.make_agent(OBS_SHAPE, ACTION_DIM, args, device)
-    buffer = filled_buffer(module, device)
+    frame_size = run_plumbing.render_size(args)  # RAD's and SODA's frames are 16 px larger, cropped in the update
+    buffer = filled_buffer(module, device, frame_size)
     aux_freq = getattr(args, "aux_update_freq", 0)
-    svea = getattr(args, "augmentation", None) == "svea"
+    svea, soda = args.augmentation == "svea", module.__name__ == "soda"
     overlay = envs.OverlayImages(None, args.image_size, 0) if aux_freq or svea else None
+    if overlay:
+        overlay.fill()  # its 500 images made now, not in the first timed draws (main() makes them once per run)
     target_entropy = -float(ACTION_DIM)
 
     timer = PhaseTimer(device)
@@ -173,13 +191,15 @@ def main():
         ("update_actor_and_alpha", "actor"),
         ("update_target", "target"),
         ("update_aux", "aux"),
+        ("update_soda", "aux"),
         ("guided_backprop", "attribution"),
         ("saliency_mask", "attribution"),
     ):
         if hasattr(module, name):
             timer.patch(module, name, phase)
     buffer.sample = timer.wrap(buffer.sample, "sample")
-    rows = args.batch_size * (args.shift_copies if svea else 1)
+    copies = getattr(args, "shift_copies", 1)  # soda.py has none: it crops
+    rows = args.soda_batch_size if soda else args.batch_size * (copies if svea else 1)
     make_overlay = timer.wrap(lambda: overlay.sample_on(rows, device), "overlay")  # as main() makes them
 
     def one_step(step):
@@ -187,9 +207,13 @@ def main():
         timer.sync()
         t = time.perf_counter()
         batch = buffer.sample(args.batch_size)
+        aux_step = bool(aux_freq) and step % aux_freq == 0
         with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16, cache_enabled=False):  # as main() does
-            if aux_freq or svea:
-                images = make_overlay() if svea or step % aux_freq == 0 else None
+            if soda:  # on aux steps SODA's own batch of uncropped frames and their overlay images, else neither
+                soda_obs = buffer.sample(args.soda_batch_size)[0] if aux_step else None
+                module.update(agent, batch, step, args, target_entropy, soda_obs, make_overlay() if aux_step else None)
+            elif aux_freq or svea:
+                images = make_overlay() if svea or aux_step else None
                 module.update(agent, batch, step, args, target_entropy, images)
             else:
                 module.update(agent, batch, step, args, target_entropy)
@@ -203,9 +227,11 @@ def main():
     flags += ", freed memory kept" if kept else ", glibc's default allocator"
     if device.type == "cuda":
         flags += f", {'deterministic' if args.torch_deterministic else 'cudnn.benchmark'}{', TF32' if args.tf32 else ''}"
-    copies = f" x {args.shift_copies} shifted copies" if args.shift_copies > 1 else ""
+    augmentation = args.augmentation + (f" x {copies} shifted copies" if copies > 1 else "")
+    augmentation += f" of {frame_size}-px frames" if frame_size != args.image_size else ""
+    augmentation += f", SODA batch {args.soda_batch_size}" if soda else ""
     print(
-        f"{module.__name__}.py update, walker-walk shapes, batch {args.batch_size}, augmentation {args.augmentation}{copies}, "
+        f"{module.__name__}.py update, walker-walk shapes, batch {args.batch_size}, augmentation {augmentation}, "
         f"{args.num_conv_layers} convs x {args.num_filters} filters, hidden {args.hidden_dim}; {flags}; device {device}, "
         f"{opts.threads} threads"
     )

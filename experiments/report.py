@@ -1,9 +1,11 @@
 """Report of a sweep: the paper's table, aggregate scores with confidence intervals, and plots.
 
 Reads every run folder under RUNS_DIR (searched recursively: a folder with `args.json` and
-`evaluations.csv`, as `sgqn.py` and `sac_baseline.py` write them; TensorBoard files are not read;
+`evaluations.csv`, as `sgqn.py`, `sac_baseline.py` and `soda.py` write them; TensorBoard files are not read;
 several RUNS_DIRs, e.g. sweeps made on different machines, are read as one),
-groups the runs by method (`exp_name`) and task (`env_id`), and writes into `--out`:
+groups the runs by method (`exp_name`) and task (`env_id`), and writes into `--out` (methods in the
+paper's column order, sac, rad, soda, svea, sgqn, then drq beside them, then any other alphabetically;
+each of these six keeps its colour in every plot):
 
   table.md             the paper's layout: one row per task, one column per method and mode; a cell
                        is mean ± std over seeds of each seed's mean evaluation return, with the
@@ -66,6 +68,9 @@ CSV_HEADER = ["step", "frames", "mode", "episode", "return"]
 SALIENCY_HEADER = ["step", "frames", "mode", "mask_on_agent", "agent_share", "images"]
 FIGURE_HEADER = ["mode", "episode", "return", "mask_on_agent", "agent_share", "images"]  # saliency_figure.py's CSV
 RETURN_RANGE = (0.0, 1000.0)  # a DMC episode: 1000 physics steps, each rewarded in [0, 1]
+# The sweep's method names (experiments/sweep.py) in the paper's column order (SAC, RAD, SODA, SVEA, SGQN),
+# DrQ beside them: the tables' columns and rows, the legends and the colours follow it.
+METHOD_ORDER = ("sac", "rad", "soda", "svea", "sgqn", "drq")
 
 
 @dataclasses.dataclass
@@ -306,7 +311,23 @@ def load_runs(*runs_dirs: Path) -> tuple[list[Run], list[str]]:
             )
         else:
             kept[key] = run
-    return sorted(kept.values(), key=lambda r: (r.env_id, r.method, r.seed, r.name)), messages
+    return sorted(kept.values(), key=lambda r: (r.env_id, method_key(r.method), r.seed, r.name)), messages
+
+
+def method_key(method: str) -> tuple[int, str]:
+    """Sort key of a method: its place in METHOD_ORDER, any other after them, alphabetically."""
+    return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), method)
+
+
+def method_order(methods) -> list[str]:
+    """`methods` in METHOD_ORDER, then any other alphabetically."""
+    return sorted(set(methods), key=method_key)
+
+
+def method_colors(methods) -> dict:
+    """A matplotlib colour per method; the paper's methods keep theirs whichever of them ran, so that
+    one method has one colour across reports."""
+    return {m: f"C{i % 10}" for i, m in enumerate(method_order(set(methods) | set(METHOD_ORDER)))}
 
 
 def ordered_modes(runs: list[Run]) -> list[str]:
@@ -436,7 +457,7 @@ def saliency_table(runs: list[Run], step: int | None) -> list[str]:
 def results_tables(runs: list[Run], cells: dict, messages: list[str], step: int | None = None) -> str:
     """table.md: the paper's table, the per-method view with gap and wall time, the runs, what was left out."""
     tasks = sorted({e for e, _, _ in cells})
-    methods = sorted({m for _, m, _ in cells})
+    methods = method_order(m for _, m, _ in cells)
     modes = [mode for mode in ordered_modes(runs) if any(k[2] == mode for k in cells)]
     columns = [(mode, m) for mode in modes for m in methods if any(k[1:] == (m, mode) for k in cells)]
 
@@ -542,7 +563,7 @@ def every_evaluation_tables(runs: list[Run]) -> str:
     ]
     for env_id in sorted({r.env_id for r in runs}):
         task_runs = [r for r in runs if r.env_id == env_id]
-        methods = sorted({r.method for r in task_runs})
+        methods = method_order(r.method for r in task_runs)
         for title, of_run, cell in (
             ("return", lambda r: r.returns, lambda r, mode, step: r.returns[mode][step].mean()),
             ("mask on the agent", lambda r: r.saliency, lambda r, mode, step: r.saliency[mode][step]),
@@ -597,7 +618,7 @@ def interval(scores: list[np.ndarray], func, reps: int, seed: int) -> tuple[np.n
 def aggregate(cells: dict, reps: int, seed: int) -> tuple[dict, dict, list[str]]:
     """Per mode, over the tasks that every method ran: {mode: {method: (point, ci)}} of (IQM, mean) of
     return / 1000, {mode: {(x, y): (point, ci)}} of P(x > y), and one line per task left out."""
-    methods = sorted({m for _, m, _ in cells})
+    methods = method_order(m for _, m, _ in cells)
     modes = [mode for mode in envs.MODES if any(k[2] == mode for k in cells)]
     modes += sorted({k[2] for k in cells} - set(modes))
     scores, pois, messages = {}, {}, []
@@ -690,7 +711,7 @@ def plot_curves(runs: list[Run], colors: dict, out: Path) -> list[Path]:
     for env_id in sorted({r.env_id for r in runs}):
         task_runs = [r for r in runs if r.env_id == env_id]
         modes = ordered_modes(task_runs)
-        methods = sorted({r.method for r in task_runs})
+        methods = method_order(r.method for r in task_runs)
         labels = {}
         for m in methods:  # "drq (5 seeds)", or "drq (3-5 seeds)" where modes were evaluated by fewer runs
             seeds = sorted({sum(md in r.returns for r in task_runs if r.method == m) for md in modes} - {0})
@@ -738,7 +759,7 @@ def plot_saliency(runs: list[Run], colors: dict, out: Path) -> list[Path]:
         fig, axes = panel_grid(len(modes), 3, 4.6, 3.4)
         for ax, mode in zip(axes, modes):
             chance = {}
-            for m in sorted({r.method for r in task_runs}):
+            for m in method_order(r.method for r in task_runs):
                 group = [r for r in task_runs if r.method == m and mode in r.saliency]
                 steps = sorted(set().union(*(r.saliency[mode] for r in group)))
                 if not steps:
@@ -768,7 +789,7 @@ def plot_saliency(runs: list[Run], colors: dict, out: Path) -> list[Path]:
 
 def plot_aggregates(scores: dict, colors: dict, out: Path) -> Path:
     """IQM of return / 1000 per mode (one panel each) and method, with 95% CI bars."""
-    methods = sorted({m for by_method in scores.values() for m in by_method})
+    methods = method_order(m for by_method in scores.values() for m in by_method)
     # One x range for all modes, so that the drop from train to the distracting modes reads at a glance.
     fig, axes = panel_grid(len(scores), 5, 3.2, 0.5 * len(methods) + 1.5, sharex=True, sharey=True)
     for ax, (mode, by_method) in zip(axes, scores.items()):
@@ -840,8 +861,7 @@ def main(args: Args) -> None:
     (out / "evaluations.md").write_text(every_evaluation_tables(runs))
     print("\n" + table + "\n" + aggregates)
 
-    methods = sorted({r.method for r in runs})
-    colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    colors = method_colors(r.method for r in runs)
     plots = (
         plot_curves(runs, colors, out)
         + plot_saliency(runs, colors, out)

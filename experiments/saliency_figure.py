@@ -4,14 +4,15 @@
     python experiments/saliency_figure.py CHECKPOINT --out walker_sgqn.png --modes train color_hard video_hard --step 60
     python experiments/saliency_figure.py CHECKPOINT --episodes 10   # the mask measured over 10 episodes per mode
 
-Loads a checkpoint of sgqn.py or sac_baseline.py (its saved args say which script, task and
+Loads a checkpoint of sgqn.py, sac_baseline.py or soda.py (its saved args say which script, task and
 networks) and plays one episode per mode, the first episode that `python <script>.py
 --eval-checkpoint CHECKPOINT --eval-modes <modes>` plays: the same eval seed, the same workers
 (run_plumbing.make_eval_envs), the modes stepping together, the policy's mean action. Every
 observation of the episode is measured with the script's own `saliency_on_agent` (the script's
 evaluation measures every SALIENCY_EVERY-th): the critic's saliency mask (guided backprop of Q1 at
 the mean action, kept at the run's quantile rho per stacked frame: SGQN's --sgqn-quantile, else the
-domain's default, as both scripts measure it) against the agent's pixels (`agent_masks()`).
+domain's default, as the scripts measure it) against the agent's pixels (`agent_masks()`). RAD's and
+SODA's frames, rendered 16 px larger, are measured and shown at their centre, as their networks see them.
 
 The figure has a row per mode, at agent step --step (0: the first observation):
   the observation's newest frame | the critic's guided-backprop heat map of it (the script's
@@ -53,7 +54,7 @@ import envs  # noqa: E402
 import run_plumbing  # noqa: E402
 import sgqn  # noqa: E402  (heat_map, heat_colours: how the runs draw saliency)
 
-SCRIPTS = ("sgqn", "sac_baseline")  # the scripts whose checkpoints this reads (their ALGORITHM)
+SCRIPTS = ("sgqn", "sac_baseline", "soda")  # the scripts whose checkpoints this reads (their ALGORITHM)
 PANEL_INCHES, ROW_TITLE_INCHES, HEADER_INCHES, DPI = 2.5, 0.55, 0.7, 100  # the PNG's layout
 MASK_ON_AGENT, MASK_OFF_AGENT, AGENT_OUTSIDE_MASK = (255, 220, 0), (235, 40, 40), (60, 120, 255)  # mask panel colours
 
@@ -63,7 +64,7 @@ class Args:
     """Where a checkpoint's critic looks, a row per mode on its first --eval-checkpoint episode: newest frame | guided-backprop heat map | saliency mask (module docstring: details)."""
 
     checkpoint: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="CHECKPOINT")]
-    """a checkpoint.pt (or checkpoint_step{N}.pt) of sgqn.py or sac_baseline.py"""
+    """a checkpoint.pt (or checkpoint_step{N}.pt) of sgqn.py, sac_baseline.py or soda.py"""
     out: Optional[str] = None
     """picture to write (.png, .pdf, .svg); default: saliency_figure_step{N}.png beside the checkpoint"""
     modes: tuple[str, ...] = ("train", "color_hard", "video_hard")
@@ -257,7 +258,7 @@ def main(argv=None):
     state, script = read_checkpoint(flags.checkpoint)
     args = checkpoint_args(script, state, flags)
     # rho as each script's evaluation measures it: sgqn.py's main sets --sgqn-quantile (or the domain's
-    # default) into the args it saves; sac_baseline.py measures at the domain's default.
+    # default) into the args it saves; sac_baseline.py and soda.py measure at the domain's default.
     quantile = getattr(args, "sgqn_quantile", None) or script.domain_quantile(args.env_id)
     out = flags.out or os.path.join(os.path.dirname(flags.checkpoint), f"saliency_figure_step{state['step']}.png")
     run_plumbing.cuda_settings(args)

@@ -1,6 +1,6 @@
 """Sweeps: a grid of training runs (methods x env ids x seeds), on Slurm or on this machine.
 
-Each grid point is one run of `sgqn.py` or `sac_baseline.py`, executed in-process by its own job,
+Each grid point is one run of `sgqn.py`, `sac_baseline.py` or `soda.py`, executed in-process by its own job,
 with a stable folder `{runs_dir}/{env_id}__{method}__{seed}`. submitit launches the jobs: one
 Slurm job array where Slurm answers (`sbatch` on PATH and `scontrol ping` up, or `--cluster
 slurm`), else local processes, `--parallel` at a time, for as long as this command runs.
@@ -60,11 +60,13 @@ import run_plumbing  # noqa: E402
 class Args:
     methods: tuple[str, ...] = (
         "sac=sac_baseline.py --augmentation none",
-        "drq=sac_baseline.py --augmentation shift",
+        "rad=sac_baseline.py --augmentation crop",
+        "soda=soda.py",
         "svea=sac_baseline.py --augmentation svea",
         "sgqn=sgqn.py",
+        "drq=sac_baseline.py --augmentation shift",
     )
-    """methods of the grid, each one string `[NAME=]SCRIPT [FLAG ...]`: NAME is the runs' exp_name (default: the script's), FLAGs go to this method only; the default is the paper's SAC, SVEA and SGQN, with DrQ beside them"""
+    """methods of the grid, each one string `[NAME=]SCRIPT [FLAG ...]`: NAME is the runs' exp_name (default: the script's), FLAGs go to this method only; the default is the paper's SAC, RAD, SODA, SVEA and SGQN, with DrQ beside them"""
     env_ids: tuple[str, ...] = ("walker-walk", "walker-stand", "ball_in_cup-catch", "cartpole-swingup", "finger-spin")
     """DMC tasks of the grid; the default is the paper's five"""
     seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -86,7 +88,7 @@ class Args:
     cpus_per_run: int = 6
     """CPU cores per run: the training env and the five eval-mode workers render on CPU"""
     mem_gb: int = 32
-    """memory per run in GB (a 500k-frame replay buffer alone is 9.9 GiB); 0: the partition's default"""
+    """memory per run in GB (a 500k-frame replay buffer alone is 9.9 GiB, 14 GiB of RAD's and SODA's 100-px frames); 0: the partition's default"""
     timeout_min: int = 1440
     """time limit of a Slurm job in minutes; a run that needs longer checkpoints and requeues"""
     signal_delay_s: int = 180
@@ -132,7 +134,7 @@ def parse_method(spec):
     for path in (script, os.path.join(REPO, script)):
         if path.endswith(".py") and os.path.isfile(path):
             return name or None, os.path.abspath(path), words[1:]
-    raise SweepError(f"script {script!r} in --methods {spec!r} not found (e.g. sgqn.py, sac_baseline.py)")
+    raise SweepError(f"script {script!r} in --methods {spec!r} not found (e.g. sgqn.py, sac_baseline.py, soda.py)")
 
 
 def parse_script_args(module, flags, where):

@@ -13,6 +13,7 @@ from common import TINY
 
 import sac_baseline
 import sgqn
+import soda
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "against_original.py")
@@ -125,3 +126,54 @@ def test_svea_side_served_draws_reproduce_and_a_changed_critic_beta1_diverges(fl
     )
     assert against.first_divergence(diverged, 1e-8)[:2] == (2, "actor loss")
     assert diverged[1]["conv"] > 1e-8 and max(diverged[0].values()) < 1e-12  # rounding alone at the first
+
+
+@pytest.mark.parametrize("algorithm", ["rad", "soda"])
+def test_rad_and_soda_sides_served_crops_reproduce_and_a_changed_tau_diverges(float64, algorithm):
+    """--algorithm rad|soda: our update on served draws (the batch's random crops of 100-px frames, SODA's two crops
+    of its own frames and its overlay images, policy noise): two agents with the same weights agree exactly, with
+    SODA's aux loss and predictor groups on its aux steps only; one with another tau diverges at the first step that
+    uses it (RAD: the target conv stack at update 2; SODA: its moving-average target, soda_tau, at update 2)."""
+    torch.manual_seed(0)
+    rendered = (9, TINY["image_size"] + 16, TINY["image_size"] + 16)
+    if algorithm == "rad":
+        args = sac_baseline.Args(**TINY, augmentation="crop", cuda=False)
+        changed, make_agent = dataclasses.replace(args, encoder_tau=0.049), sac_baseline.make_agent
+    else:
+        args = soda.Args(**TINY, soda_batch_size=6, cuda=False)
+        changed, make_agent = dataclasses.replace(args, soda_tau=0.0049), soda.make_agent
+    obs_shape = (9, args.image_size, args.image_size)
+    agents = [make_agent(obs_shape, against.ACTION_DIM, a, torch.device("cpu")) for a in (args, args, changed)]
+    reference, *others = [against.our_parameters(agent) for agent in agents]
+    assert ("predictor" in reference) == (algorithm == "soda") and "decoder" not in reference
+    pairs = [{name: (reference[name], other[name]) for name in reference} for other in others]
+    for parameters in pairs:
+        against.copy_weights(parameters)
+    same, diverged = [], []
+    soda_batch = args.soda_batch_size if algorithm == "soda" else 0
+    draws = against.draws(4, args.batch_size, rendered, crop_to=args.image_size, soda_batch=soda_batch)
+    for step, d in enumerate(draws, 1):
+        assert d.batch[0].shape[-1] == rendered[-1] and d.shifted[0].shape[-1] == args.image_size
+        first, again, perturbed = (against.update_ours(agent, a, d, step) for agent, a in zip(agents, (args, args, changed)))
+        same.append(against.differences(first, again, pairs[0]))
+        diverged.append(against.differences(first, perturbed, pairs[1]))
+    losses = against.ALGORITHM_LOSSES[algorithm]
+    assert set(same[0]) == {"q loss", *reference} and set(same[1]) == {*losses, *reference}
+    assert ("aux loss" in same[1]) == (algorithm == "soda") and "aux loss" not in same[0]
+    assert all(value == 0 for row in same for value in row.values())
+    expected = "target conv" if algorithm == "rad" else "predictor target"
+    assert against.first_divergence(diverged, 1e-8)[:2] == (2, expected)
+
+
+def test_our_random_crop_draws_every_window_and_the_centre_crop_is_their_middle():
+    """RAD's crop (the comparison serves its crops, so its offsets are tested here): each crop is a window of the
+    frame, offsets 0..16 at 100 -> 84, both ends included (the original's stop at 15), the centre (8) their middle."""
+    torch.manual_seed(0)
+    frames = torch.arange(100 * 100, dtype=torch.float64).view(1, 1, 100, 100).repeat(2000, 3, 1, 1)
+    crops = sac_baseline.random_crop(frames, 84)
+    top, left = (crops[:, 0, 0, 0] // 100).long(), (crops[:, 0, 0, 0] % 100).long()
+    assert set(top.tolist()) == set(left.tolist()) == set(range(17))
+    windows = torch.stack([frames[i, :, y : y + 84, x : x + 84] for i, (y, x) in enumerate(zip(top.tolist(), left.tolist()))])
+    assert torch.equal(crops, windows)
+    assert torch.equal(sac_baseline.center_crop(frames[:1], 84), frames[:1, :, 8:92, 8:92])
+    assert abs(top.double().mean().item() - 8) < 0.3 and abs(left.double().mean().item() - 8) < 0.3

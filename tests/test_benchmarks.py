@@ -1,5 +1,6 @@
 """The benchmarks run from a clean checkout and print what the README quotes."""
 
+import importlib
 import importlib.util
 import os
 import re
@@ -13,14 +14,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize(
-    "algorithm, phases, flags",
+    "algorithm, phases, flags, augmentation",
     [
-        ("sac", {"critic", "actor", "target"}, []),
-        ("sgqn", {"critic", "actor", "target", "aux", "attribution"}, []),
-        ("sac", {"critic", "actor", "target"}, ["--shift-copies", "2"]),
+        ("sac", {"critic", "actor", "target"}, [], "none"),
+        ("sgqn", {"overlay", "critic", "actor", "target", "aux", "attribution"}, [], "shift"),
+        ("sac", {"critic", "actor", "target"}, ["--shift-copies", "2"], "shift x 2 shifted copies"),
+        ("rad", {"critic", "actor", "target"}, [], "crop of 100-px frames"),
+        (
+            "soda",
+            {"overlay", "critic", "actor", "target", "aux"},
+            ["--soda-batch-size", "4"],
+            "crop of 100-px frames, SODA batch 4",
+        ),
     ],
 )
-def test_update_speed_prints_phases_and_a_last_line(algorithm, phases, flags):
+def test_update_speed_prints_phases_and_a_last_line(algorithm, phases, flags, augmentation):
     out = subprocess.run(
         [
             sys.executable,
@@ -41,13 +49,53 @@ def test_update_speed_prints_phases_and_a_last_line(algorithm, phases, flags):
         check=True,
     ).stdout
     lines = out.strip().splitlines()
-    assert ("augmentation shift x 2 shifted copies," in lines[0]) == bool(flags) and "batch 4," in lines[0]
+    assert f", batch 4, augmentation {augmentation}, 11 convs x 32 filters," in lines[0], lines[0]
     assert re.fullmatch(rf"{algorithm} update ms/step: \d+\.\d", lines[-1])
     table = {line.split()[0]: line.split()[1:] for line in lines if line.split() and line.split()[0] in phases}
     assert set(table) == phases
     assert all(float(odd) >= 0 and float(even) > 0 for name, (odd, even, *_) in table.items() if name != "actor")
     assert float(table["actor"][0]) == 0.0 and float(table["actor"][1]) > 0  # the actor runs on even steps only
+    if "aux" in phases:  # SGQN's and SODA's auxiliary steps, and their overlay images: even steps only
+        assert float(table["aux"][0]) == float(table["overlay"][0]) == 0.0
     assert "--channels-last" in out and "freed memory kept" in out  # the scripts' defaults
+
+
+@pytest.mark.parametrize("algorithm", ["svea", "sgqn", "soda", "rad"])
+def test_update_speed_fills_the_overlay_pool_first_and_calls_update_as_main_does(algorithm, monkeypatch, capsys):
+    """Every overlay draw finds the pool full (its 500 images made before the timed steps, not in them); each
+    update gets the batch and the extra arguments its script's main() gives it, at their shapes."""
+    import envs
+
+    update_speed = load_benchmark("update_speed")
+    module = importlib.import_module({"svea": "sac_baseline", "rad": "sac_baseline"}.get(algorithm, algorithm))
+    reads_at_draws, calls = [], []
+    real_sample_on, real_update = envs.OverlayImages.sample_on, module.update
+
+    def sample_on(self, n, device):
+        reads_at_draws.append(self._reads)
+        return real_sample_on(self, n, device)
+
+    def update(agent, batch, step, args, target_entropy, *extra):
+        calls.append((step, tuple(batch[0].shape), [None if x is None else tuple(x.shape) for x in extra]))
+        return real_update(agent, batch, step, args, target_entropy, *extra)
+
+    monkeypatch.setattr(envs.OverlayImages, "sample_on", sample_on)
+    monkeypatch.setattr(module, "update", update)
+    soda = ["--soda-batch-size", "6"] if algorithm == "soda" else []
+    flags = ["--network", "2x8", "--batch-size", "4", "--warmup", "1", "--steps", "2", "--threads", "1", *soda]
+    monkeypatch.setattr(sys, "argv", ["update_speed.py", "--algorithm", algorithm, *flags])
+    update_speed.main()
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"{algorithm} update ms/step: ")
+    frames = (4, 9, 100, 100) if algorithm in ("rad", "soda") else (4, 9, 84, 84)  # RAD's and SODA's: cropped in update
+    assert [(step, shape) for step, shape, _ in calls] == [(0, frames), (1, frames), (2, frames)]
+    extra = {
+        "svea": [[(4, 3, 84, 84)]] * 3,  # overlay images every step
+        "sgqn": [[(4, 3, 84, 84)], [None], [(4, 3, 84, 84)]],  # on its attribution (aux) steps
+        "soda": [[(6, 9, 100, 100), (6, 3, 84, 84)], [None, None], [(6, 9, 100, 100), (6, 3, 84, 84)]],  # its own batch
+        "rad": [[]] * 3,
+    }[algorithm]
+    assert [x for _, _, x in calls] == extra
+    assert reads_at_draws == [500] * sum(x not in ([], [None], [None, None]) for x in extra)
 
 
 def test_encoder_floor_counts_the_flops_of_the_paper_stack():
@@ -159,14 +207,20 @@ def test_representation_readout_reads_what_the_features_hold():
     assert abs(r2[2]) < 0.15, r2
 
 
-def test_representation_probe_reads_a_real_checkpoint(tmp_path):
-    """End to end on a real cartpole checkpoint of a tiny run: the checkpoint's own networks, one
-    row per state dimension of the task, R^2 at most 1; a file that is not a checkpoint is a
-    one-line error."""
-    import sac_baseline as sac
-
+@pytest.mark.parametrize(
+    "script, changes, frame_size",
+    [
+        ("sac_baseline", {}, 84),
+        ("soda", {"soda_batch_size": 8}, 100),  # RAD's frames, 16 px larger: the critic sees their centre
+    ],
+)
+def test_representation_probe_reads_a_real_checkpoint(tmp_path, script, changes, frame_size):
+    """End to end on a real cartpole checkpoint of a tiny run: the checkpoint's own networks on frames
+    rendered as its run rendered them, one row per state dimension of the task, R^2 at most 1; a file
+    that is not a checkpoint is a one-line error."""
+    module = importlib.import_module(script)
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "OMP_NUM_THREADS": "1"}
-    args = sac.Args(
+    args = module.Args(
         env_id="cartpole-balance",
         total_timesteps=20,
         learning_starts=10,
@@ -181,8 +235,9 @@ def test_representation_probe_reads_a_real_checkpoint(tmp_path):
         buffer_size=100,
         runs_dir=str(tmp_path / "runs"),
         run_name="probe_me",
+        **changes,
     )
-    checkpoint = os.path.join(sac.main(args), "checkpoint.pt")
+    checkpoint = os.path.join(module.main(args), "checkpoint.pt")
     out = subprocess.run(
         [
             sys.executable,
@@ -199,7 +254,8 @@ def test_representation_probe_reads_a_real_checkpoint(tmp_path):
         text=True,
         check=True,
     ).stdout
-    assert "sac_baseline checkpoint at step 20 (160 frames), cartpole-balance; 50 random-action stacks" in out, out
+    stacks = f"50 random-action stacks ({frame_size} px frames)"
+    assert f"{script} checkpoint at step 20 (160 frames), cartpole-balance; {stacks}" in out, out
     rows = re.findall(r"^(\S+)\s+(-?\d+\.\d\d)\s+(-?\d+\.\d\d)$", out, re.M)
     assert [name for name, _, _ in rows] == ["position[0]", "position[1]", "position[2]", "velocity[0]", "velocity[1]"]
     assert all(float(a) <= 1 and float(b) <= 1 for _, a, b in rows)
@@ -231,11 +287,13 @@ def test_gpu_check_dry_run_fills_its_table_on_the_cpu(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = dict(re.findall(r"^\| (.+?) \| (.+?) \|$", result.stdout, re.M))
-    checks = [f"update {m}" for m in ("sac", "drq", "svea", "sgqn")]
-    checks += ["svea: train"] + [f"sgqn: {c}" for c in ("train", "resume", "eval-checkpoint", "saliency figure")]
+    methods = ("sac", "rad", "soda", "svea", "sgqn", "drq")
+    checks = [f"update {m}" for m in methods]
+    checks += ["svea: train", "soda: train"]
+    checks += [f"sgqn: {c}" for c in ("train", "resume", "eval-checkpoint", "saliency figure")]
     assert all(rows[name].startswith("ok") for name in checks), rows
-    times = {k: v for k, v in rows.items() if k.split()[0] in ("sac", "drq", "svea", "sgqn")}  # not "svea: train"
-    assert len(times) == 14 and all(
+    times = {k: v for k, v in rows.items() if k.split()[0] in methods}  # not "svea: train"
+    assert len(times) == 2 * len(methods) + 6 and all(
         re.fullmatch(r"[\d.]+ ms", v) or (" --compile" in k and v.startswith("skipped")) for k, v in times.items()
     ), times
     assert float(rows["steps per second (one update per step)"]) > 0

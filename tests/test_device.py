@@ -29,6 +29,7 @@ import envs
 import run_plumbing
 import sac_baseline as sac
 import sgqn
+import soda
 
 # The emulated device is torch's meta device: tensors with shapes and no data, on which an op that mixes them
 # with CPU tensors raises. What would make a GPU and its host wait for each other is recorded when it touches a
@@ -113,46 +114,70 @@ class HostSyncs(TorchDispatchMode):
 
 
 def agent_and_batch(module, device, **changes):
+    """The agent, its args, a batch of stacked frames as the replay buffer gives them (RAD's and SODA's rendered
+    16 px larger, which the update crops) and an overlay image per sample."""
     args = module.Args(**{**TINY, **changes}, cuda=False)
     obs_shape = (9, args.image_size, args.image_size)
     agent = module.make_agent(obs_shape, 2, args, device)
-    b, size = args.batch_size, args.image_size
+    b, size, frame = args.batch_size, args.image_size, run_plumbing.render_size(args)
     batch = (
-        torch.randint(0, 256, (b, *obs_shape), device=device).float(),
+        torch.randint(0, 256, (b, 9, frame, frame), device=device).float(),
         torch.rand(b, 2, device=device) * 2 - 1,
         torch.rand(b, 1, device=device),
-        torch.randint(0, 256, (b, *obs_shape), device=device).float(),
+        torch.randint(0, 256, (b, 9, frame, frame), device=device).float(),
         torch.ones(b, 1, device=device),
     )
     images = torch.randint(0, 256, (b, 3, size, size), device=device).float()
     return agent, args, batch, images
 
 
+def soda_aux_inputs(args, device):
+    """SODA's own batch of an auxiliary step, as main() makes it: soda_batch_size uncropped stacked frames (the
+    obs of buffer.sample) and an overlay image for each."""
+    n, size, frame = args.soda_batch_size, args.image_size, run_plumbing.render_size(args)
+    obs = torch.randint(0, 256, (n, 9, frame, frame), device=device).float()
+    return obs, torch.randint(0, 256, (n, 3, size, size), device=device).float()
+
+
 UPDATES = {
     "sac": (sac, {}),
-    "drq": (sac, {"augmentation": "shift"}),
+    "rad": (sac, {"augmentation": "crop"}),
+    "soda": (soda, {"soda_batch_size": 8}),
     "svea": (sac, {"augmentation": "svea"}),
     "sgqn": (sgqn, {"sgqn_quantile": 0.9}),
+    "drq": (sac, {"augmentation": "shift"}),
 }
 
 
 @pytest.mark.parametrize("method", UPDATES)
 def test_an_update_stays_on_the_device_and_makes_no_host_sync(method):
-    """A critic-only (odd) and a full (even: actor, target, SGQN's attribution predictor) step on the emulated
-    device, the batch made before: no op mixes devices (it would raise), none syncs, and the outputs, the
-    networks and the optimisers' moments stay on the device (Adam's step counts are host scalars by design)."""
+    """A critic-only (odd) and a full (even: actor, target, SGQN's attribution predictor, SODA's auxiliary step on
+    its own batch) step on the emulated device, the batches made before: no op mixes devices (it would raise), none
+    syncs (RAD's and SODA's random crops included), and the outputs, the networks and the optimisers' moments stay
+    on the device (Adam's step counts are host scalars by design)."""
     module, changes = UPDATES[method]
     agent, args, batch, images = agent_and_batch(module, DEVICE, **changes)
-    overlay = [images] if method in ("svea", "sgqn") else []
     for step in (1, 2):
+        if method == "soda":
+            aux_step = step % args.aux_update_freq == 0
+            extra = soda_aux_inputs(args, DEVICE) if aux_step else ()
+        else:
+            extra = [images] if method in ("svea", "sgqn") else []
         with HostSyncs() as syncs:
-            metrics = module.update(agent, batch, step, args, -2.0, *overlay)
+            metrics = module.update(agent, batch, step, args, -2.0, *extra)
         assert dict(syncs.found) == {}, f"step {step}: {dict(syncs.found)}"
         assert {v.device for v in metrics.values()} == {DEVICE}, step  # logged later, when the caller syncs
-    for optimizer in (agent.critic_optimizer, agent.actor_optimizer, agent.alpha_optimizer):
+        if method == "soda":  # both kinds of step were made
+            assert ("losses/soda_loss" in metrics) == aux_step, step
+    optimizers = [agent.critic_optimizer, agent.actor_optimizer, agent.alpha_optimizer]
+    optimizers += [agent.soda_optimizer] if method == "soda" else []
+    for optimizer in optimizers:
         moments = [t for s in optimizer.state.values() for k, t in s.items() if k != "step"]
         assert moments and {t.device for t in moments} == {DEVICE}
     assert {p.device for p in agent.critic.parameters()} == {DEVICE}
+    if method == "soda":  # its predictor's new layers and its moving-average target, batch-norm statistics included
+        parts = (agent.soda_predictor, agent.soda_target)
+        assert {t.device for part in parts for t in (*part.parameters(), *part.buffers())} == {DEVICE}
 
 
 def test_the_sync_guard_sees_what_it_looks_for():
@@ -325,7 +350,7 @@ def test_cuda_settings_follow_the_flags(deterministic, tf32):
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved[2:]
 
 
-@pytest.mark.parametrize("module", [sac, sgqn])
+@pytest.mark.parametrize("module", [sac, sgqn, soda])
 def test_a_batch_goes_to_the_device_from_pinned_memory_without_waiting(monkeypatch, module):
     """The replay buffer's batch on a device: its 5 arrays (uint8 frames) each copied from page-locked memory
     with non_blocking, then made float there; the same values as on the CPU. (pin_memory needs a GPU: it
@@ -402,12 +427,15 @@ def test_the_device_pool_follows_a_streamed_folder(tmp_path):
     assert device_side._reads > 3 * len(device_side.pool)  # it did stream
 
 
-@pytest.mark.parametrize("module", [sac, sgqn])
-def test_what_an_env_step_syncs_is_the_observation_up_and_the_action_down(module):
+@pytest.mark.parametrize("method", ["sac", "rad", "soda", "sgqn"])
+def test_what_an_env_step_syncs_is_the_observation_up_and_the_action_down(method):
     """Acting (policy_action, once per env step) is the loop's one sync by design: the observation goes to the
-    device and the action comes back to the host for MuJoCo; nothing else crosses."""
-    agent, args, _, _ = agent_and_batch(module, DEVICE)
-    obs = np.zeros((1, 9, args.image_size, args.image_size), dtype=np.uint8)
+    device and the action comes back to the host for MuJoCo; nothing else crosses (RAD's and SODA's centre crop
+    of their larger frames is made on the device)."""
+    module, changes = UPDATES[method]
+    agent, args, _, _ = agent_and_batch(module, DEVICE, **changes)
+    frame = run_plumbing.render_size(args)
+    obs = np.zeros((1, 9, frame, frame), dtype=np.uint8)
     with HostSyncs() as syncs, contextlib.suppress(NotImplementedError):  # a meta action has no data to copy back
         module.policy_action(agent, obs, DEVICE, deterministic=False)
     crossings = sorted(name.split(" at ")[0] for name in syncs.found)

@@ -399,6 +399,75 @@ def test_overlay_images_procedural():
     assert envs.OverlayImages(image_size=32).sample(2).shape == (2, 3, 32, 32)
 
 
+def full_canvas_dead_leaves(rng, size, leaves=120):
+    """dead_leaves_image as it was before it painted each leaf in its bounding box (commit e06528d): every leaf tested
+    at every pixel, the last one covering a pixel shown. The reference the faster one must equal."""
+    r_min, r_max = 0.03, 0.5
+    u = rng.uniform(0, 1, leaves)
+    radius = (r_min**-2 - u * (r_min**-2 - r_max**-2)) ** -0.5
+    centre = rng.uniform(-0.1, 1.1, (leaves, 2))
+    kind = rng.integers(0, 3, leaves)
+    aspect = np.where(kind == 2, rng.uniform(0.3, 1.0, leaves), 1.0)
+    angle = rng.uniform(0, np.pi, leaves)
+    colour = rng.uniform(0, 1, (leaves, 3))
+    gradient = rng.normal(0, 0.6, (leaves, 2))
+    x = (np.arange(size) + 0.5) / size
+    dx, dy = x[None, None, :] - centre[:, 0, None, None], x[None, :, None] - centre[:, 1, None, None]
+    cos, sin = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
+    along, across = dx * cos + dy * sin, (dy * cos - dx * sin) / aspect[:, None, None]
+    r = radius[:, None, None]
+    inside = np.where((kind == 1)[:, None, None], np.maximum(np.abs(along), np.abs(across)) <= r, along**2 + across**2 <= r**2)
+    inside[0] = True
+    top = leaves - 1 - np.argmax(inside[::-1], axis=0)
+    yy, xx = np.meshgrid(x, x, indexing="ij")
+    shade = 1 + gradient[top, 0] * (xx - centre[top, 0]) + gradient[top, 1] * (yy - centre[top, 1])
+    return (np.clip(colour[top] * shade[..., None], 0, 1) * 255).astype(np.uint8)
+
+
+def test_dead_leaves_images_are_the_full_canvas_ones():
+    """Painted leaf by leaf inside each leaf's bounding box, the images are those of the full-canvas version, bit for
+    bit (its speed: benchmarks/overlay_speed.py, the first pass through the pool)."""
+    from envs.backgrounds import dead_leaves_image
+
+    for seed, size, leaves in [
+        *((seed, size, 120) for seed in range(4) for size in (7, 40, 84, 126)),
+        (4, 64, 1),
+        (5, 64, 600),
+    ]:
+        image = dead_leaves_image(np.random.default_rng(seed), size, leaves)
+        assert image.shape == (size, size, 3) and image.dtype == np.uint8
+        assert np.array_equal(image, full_canvas_dead_leaves(np.random.default_rng(seed), size, leaves)), (seed, size, leaves)
+
+
+def test_fill_reads_the_whole_pool_before_the_draws(tmp_path):
+    """After fill() no draw reads (procedural bank or a folder that fits); the pool holds the first pass's images;
+    a streamed folder reads its first len(pool) files and streams on as before."""
+    from envs.backgrounds import dead_leaves_image
+
+    bank = envs.OverlayImages(image_size=16, seed=2)
+    bank.fill()
+    assert bank._reads == 500 and sorted(bank.source) == list(range(500))
+    slot = int(np.flatnonzero(bank.source == 7)[0])  # image 7 of the bank, as _read makes it
+    assert np.array_equal(bank.pool[slot], dead_leaves_image(np.random.default_rng([2, 7, *bank._procedural_key]), 24))
+    pool = bank.pool.copy()
+    for _ in range(3):
+        assert bank.sample(200).shape == (200, 3, 16, 16)
+    assert bank._reads == 500 and np.array_equal(bank.pool, pool)  # nothing read or changed by the draws
+    bank.fill()
+    assert bank._reads == 500  # filled once
+
+    for i in range(12):
+        Image.fromarray(np.full((10, 10, 3), 20 * i, np.uint8)).save(tmp_path / f"img{i}.png")
+    streamed = envs.OverlayImages(str(tmp_path), image_size=4, seed=0, max_images=8, draws_per_image=2)
+    streamed.fill()
+    assert streamed._reads == 8 and sorted(streamed.source) == list(range(8))
+    drawn = []
+    for _ in range(8):
+        streamed.sample(4)
+        drawn.extend(streamed.last_drawn)
+    assert set(drawn) == set(range(12)) and streamed._reads > 8  # the rest of the folder streams in
+
+
 def test_crop_boxes_follow_torchvision():
     """Area fraction in [0.08, 1], aspect ratio in [3/4, 4/3] (log-uniform before the fit test), placed inside the
     image; when no try fits, torchvision's centre crop narrowed to the nearest allowed ratio."""

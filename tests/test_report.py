@@ -180,21 +180,24 @@ def test_table_cells_average_row_and_seed_counts(sweep, tmp_path):
     table = report.results_tables(runs, cells, messages + cell_messages)
     lines = table.splitlines()
     header = [c.strip() for c in next(line for line in lines if line.startswith("| task ")).strip("|").split("|")]
-    assert header == ["task"] + [f"{m} {mode}" for mode in MODES for m in ("drq", "sgqn")]
+    assert header == ["task"] + [f"{m} {mode}" for mode in MODES for m in ("sgqn", "drq")]  # the paper's order, DrQ beside
 
     def row(*first):  # the cells of the first table row that starts with these cells
         rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines if line.startswith("|")]
         return next(r for r in rows if r[: len(first)] == list(first))
 
     for task in ("cartpole-swingup", "walker-walk"):
-        for i, (mode, method) in enumerate([(mode, m) for mode in MODES for m in ("drq", "sgqn")]):
+        for i, (mode, method) in enumerate([(mode, m) for mode in MODES for m in ("sgqn", "drq")]):
             means = cells[task, method, mode].means
             assert row(task)[1 + i] == f"{means.mean():.0f} ± {np.std(means, ddof=1):.0f} ({len(means)})"
-    assert row("cartpole-swingup")[1 + 2 * MODES.index("video_hard")].endswith("(3)")
-    assert row("walker-walk")[1].endswith("(3)") and row("walker-walk")[1 + 2 * MODES.index("video_hard")].endswith("(2)")
+    drq_column = {mode: 2 + 2 * MODES.index(mode) for mode in MODES}  # after the task and sgqn's column of the mode
+    assert row("cartpole-swingup")[drq_column["video_hard"]].endswith("(3)")
+    assert row("walker-walk")[drq_column["train"]].endswith("(3)") and row("walker-walk")[drq_column["video_hard"]].endswith(
+        "(2)"
+    )
     average = row("**average**")
     drq_train = np.mean([cells[t, "drq", "train"].means.mean() for t in ("cartpole-swingup", "walker-walk")])
-    assert average[1] == f"{drq_train:.0f} (2 tasks)"
+    assert average[drq_column["train"]] == f"{drq_train:.0f} (2 tasks)"
     # Per method: gap = train - video_hard per seed, then mean ± std; wall time per run from summary.json.
     per_method = row("sgqn", "cartpole-swingup")
     train, hard = cells["cartpole-swingup", "sgqn", "train"], cells["cartpole-swingup", "sgqn", "video_hard"]
@@ -305,10 +308,10 @@ def test_several_runs_dirs_are_read_as_one(tmp_path):
     write_run(b, "again__drq__1", "drq", "cartpole-swingup", 1, eval_rows(rng, "drq", "cartpole-swingup", [0, 1000]))
     runs, messages = report.load_runs(a, b, a, a / "cartpole-swingup__drq__2")
     assert [(r.method, r.seed, r.name) for r in runs] == [
+        ("sgqn", 1, f"{b}/cartpole-swingup__sgqn__1"),
         ("drq", 1, f"{a}/cartpole-swingup__drq__1"),
         ("drq", 2, f"{a}/cartpole-swingup__drq__2"),
         ("drq", 3, f"{b}/cartpole-swingup__drq__3"),
-        ("sgqn", 1, f"{b}/cartpole-swingup__sgqn__1"),
     ]
     assert messages == [
         f"skipped {b}/again__drq__1: same method, task and seed as {a}/cartpole-swingup__drq__1, "
@@ -345,7 +348,7 @@ def true_sweep(root, rng, seeds=10, shift=100.0):
                     [(1000, "train", ep, m + offset + rng.normal(0, 20)) for ep in range(5)],
                 )
     sd = math.sqrt(60**2 + 20**2 / 5)
-    return 0.5, 0.5 + shift / 1000, scipy.stats.norm.cdf(-shift / (sd * math.sqrt(2)))  # P(drq > sgqn)
+    return 0.5, 0.5 + shift / 1000, scipy.stats.norm.cdf(shift / (sd * math.sqrt(2)))  # P(sgqn > drq)
 
 
 def test_intervals_contain_the_true_values_and_match_the_estimators(tmp_path):
@@ -364,12 +367,13 @@ def test_intervals_contain_the_true_values_and_match_the_estimators(tmp_path):
         for i in range(2):  # IQM, mean: the CI holds the point and the truth, and is not vacuous
             assert ci[0, i] <= point[i] <= ci[1, i]
             assert ci[0, i] <= truth <= ci[1, i] and ci[1, i] - ci[0, i] < 0.1
-    point, ci = pois["train"]["drq", "sgqn"]
-    x = [cells[t, "drq", "train"].means for t in ("cartpole-swingup", "finger-spin", "walker-walk")]
-    y = [cells[t, "sgqn", "train"].means for t in ("cartpole-swingup", "finger-spin", "walker-walk")]
+    assert list(pois["train"]) == [("sgqn", "drq")]  # pairs in the paper's order
+    point, ci = pois["train"]["sgqn", "drq"]
+    x = [cells[t, "sgqn", "train"].means for t in ("cartpole-swingup", "finger-spin", "walker-walk")]
+    y = [cells[t, "drq", "train"].means for t in ("cartpole-swingup", "finger-spin", "walker-walk")]
     pairs = [np.mean((a[:, None] > b[None, :]) + 0.5 * (a[:, None] == b[None, :])) for a, b in zip(x, y)]
     assert point[0] == pytest.approx(np.mean(pairs))
-    assert ci[0, 0] <= true_poi <= ci[1, 0] and ci[1, 0] < 0.5
+    assert ci[0, 0] <= true_poi <= ci[1, 0] and ci[0, 0] > 0.5
 
 
 def test_probability_of_improvement_is_rliables_statistic():
@@ -442,10 +446,10 @@ def test_every_evaluation_table_holds_each_step_of_each_method(sweep):
     text = report.every_evaluation_tables(runs)
     section = text.split("## walker-walk, video_hard: return")[1].split("##")[0]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("|")]
-    assert rows[0] == ["step (frames)", "drq", "sgqn"]
+    assert rows[0] == ["step (frames)", "sgqn", "drq"]
     assert [r[0] for r in rows[2:]] == ["0 (0)", "1000 (4k)", "2000 (8k)", "3000 (12k)"]  # walker: action repeat 4
     for row, step in zip(rows[2:], [0, 1000, 2000, 3000]):
-        for cell, method in zip(row[1:], ["drq", "sgqn"]):
+        for cell, method in zip(row[1:], ["sgqn", "drq"]):
             seeds = [1, 2] if method == "drq" or step == 3000 else [1, 2, 3]  # sgqn walker seed 3 stopped at 2000
             means = np.array(
                 [cell_means(sweep / "sweep", f"walker-walk__{method}__{seed}", "video_hard", step) for seed in seeds]
@@ -453,7 +457,7 @@ def test_every_evaluation_table_holds_each_step_of_each_method(sweep):
             assert cell == f"{means.mean():.0f} ± {means.std(ddof=1):.0f} ({len(seeds)})", (step, method)
     train = text.split("## walker-walk, train: return")[1].split("##")[0]
     last = [[c.strip() for c in line.strip("|").split("|")] for line in train.splitlines() if line.startswith("| 3000")]
-    assert last[0][1].endswith("(3)")  # drq walker seed 3 evaluated train only
+    assert last[0][2].endswith("(3)")  # drq walker seed 3 evaluated train only (drq's column after sgqn's)
     assert text.count(": return\n") == 2 * len(MODES) and "mask on the agent" not in text.split("A cell counts")[1]
 
 
@@ -472,21 +476,50 @@ def test_cli_writes_table_aggregates_and_readable_plots(sweep, tmp_path):
     assert "skipped sweep/just-started: no evaluations yet" in result.stdout
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in aggregates.splitlines() if line.startswith("|")]
     assert [r[:4] for r in rows if r[0] == "video_hard" and len(r) == 6] == [
-        ["video_hard", "drq", "2", "5"],
         ["video_hard", "sgqn", "2", "6"],
+        ["video_hard", "drq", "2", "5"],
     ]
-    assert ["train", "P(drq > sgqn)"] in [r[:2] for r in rows]
+    assert ["train", "P(sgqn > drq)"] in [r[:2] for r in rows]
     for name in ("curves_cartpole-swingup.png", "curves_walker-walk.png", "aggregate_iqm.png"):
         image = np.asarray(Image.open(out / name).convert("RGB"))
         assert image.shape[0] >= 250 and image.shape[1] >= 600
         assert len(np.unique(image.reshape(-1, 3), axis=0)) > 50  # lines, bands, text: not blank
-        for rgb in ((31, 119, 180), (255, 127, 14)):  # each method's colour (C0, C1) is drawn
+        for rgb in ((148, 103, 189), (140, 86, 75)):  # sgqn's and drq's own colours (C4, C5) are drawn
             assert (np.abs(image.astype(int) - rgb).sum(axis=2) < 30).sum() > 50, (name, rgb)
     assert "wrote" in result.stdout.splitlines()[-1]
 
     # Deterministic: the same seed in another process gives the same intervals.
     cells, _ = report.make_cells(report.load_runs(sweep)[0])
     assert report.aggregates_text(*report.aggregate(cells, 100, 0)[:2], cells, 100, 0) == aggregates
+
+
+def test_methods_come_in_the_papers_column_order_each_in_its_own_colour(tmp_path):
+    """The six methods of the sweep's default grid and one of the user's own, written in no particular order:
+    the runs, the table's columns, the aggregates and their pairs come in the paper's order (SAC, RAD, SODA,
+    SVEA, SGQN), DrQ beside them, the other last; each of the six keeps its colour whichever methods a report
+    holds, and the curves draw them in it."""
+    written = ["drq", "my_idea", "soda", "sgqn", "sac", "svea", "rad"]
+    for level, method in enumerate(written):
+        rows = [(step, "train", ep, step / 20 + 10.0 * level + ep) for step in (1000, 2000) for ep in range(2)]
+        write_run(tmp_path / "runs", f"cartpole-swingup__{method}__1", method, "cartpole-swingup", 1, rows)
+    order = ["sac", "rad", "soda", "svea", "sgqn", "drq", "my_idea"]
+    runs, _ = report.load_runs(tmp_path / "runs")
+    assert [r.method for r in runs] == order
+    cells, _ = report.make_cells(runs)
+    table = report.results_tables(runs, cells, [])
+    header = [c.strip() for c in next(line for line in table.splitlines() if line.startswith("| task ")).strip("|").split("|")]
+    assert header == ["task"] + [f"{m} train" for m in order]
+    scores, pois, _ = report.aggregate(cells, reps=20, seed=0)
+    assert list(scores["train"]) == order and next(iter(pois["train"])) == ("sac", "rad")
+
+    colors = report.method_colors(order)
+    assert colors == {"sac": "C0", "rad": "C1", "soda": "C2", "svea": "C3", "sgqn": "C4", "drq": "C5", "my_idea": "C6"}
+    two_methods = report.method_colors(["soda", "drq"])  # a report of two methods: the same colours
+    assert (two_methods["soda"], two_methods["drq"]) == ("C2", "C5")
+    (path,) = report.plot_curves(runs, colors, tmp_path)
+    image = np.asarray(Image.open(path).convert("RGB"))
+    for rgb in ((255, 127, 14), (44, 160, 44)):  # rad's and soda's lines (C1, C2)
+        assert (np.abs(image.astype(int) - rgb).sum(axis=2) < 30).sum() > 50, rgb
 
 
 def test_bad_input_is_one_error_line(tmp_path):
@@ -567,16 +600,16 @@ def test_saliency_on_the_agent_is_read_tabled_and_plotted(tmp_path):
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("|")]
     assert rows[0] == ["method", "task", "runs", "step (frames)", "train", "video_hard"]
     assert rows[2:] == [
-        ["drq", "cartpole-swingup", "2", "2000 (16k)", "25 ± 7% (4%)", "15 ± 7% (4%)"],  # std of 0.3, 0.2: 0.07
         ["sgqn", "cartpole-swingup", "2", "2000 (16k)", "66 ± 6% (4%)", "66 ± 6% (4%)"],
+        ["drq", "cartpole-swingup", "2", "2000 (16k)", "25 ± 7% (4%)", "15 ± 7% (4%)"],  # std of 0.3, 0.2: 0.07
     ]
     at_first = report.results_tables(runs, cells, [], step=1000).split("## Where the saliency lands")[1].split("##")[0]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in at_first.splitlines() if line.startswith("|")]
-    assert rows[-1] == ["sgqn", "cartpole-swingup", "2", "1000 (8k)", "33 ± 3% (4%)", "33 ± 3% (4%)"]  # (0.31 + 0.35) / 2
+    assert rows[2] == ["sgqn", "cartpole-swingup", "2", "1000 (8k)", "33 ± 3% (4%)", "33 ± 3% (4%)"]  # (0.31 + 0.35) / 2
     every = report.every_evaluation_tables(runs).split("## cartpole-swingup, train: mask on the agent")[1].split("##")[0]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in every.splitlines() if line.startswith("|")]
-    assert rows[0] == ["step (frames)", "drq", "sgqn"]
-    assert rows[2:] == [["1000 (8k)", "8 ± 4% (4%)", "33 ± 3% (4%)"], ["2000 (16k)", "25 ± 7% (4%)", "66 ± 6% (4%)"]]
+    assert rows[0] == ["step (frames)", "sgqn", "drq"]
+    assert rows[2:] == [["1000 (8k)", "33 ± 3% (4%)", "8 ± 4% (4%)"], ["2000 (16k)", "66 ± 6% (4%)", "25 ± 7% (4%)"]]
     paths = report.plot_saliency(runs, {"drq": "C0", "sgqn": "C1"}, tmp_path)
     assert [p.name for p in paths] == ["saliency_cartpole-swingup.png"]
     image = np.asarray(Image.open(paths[0]).convert("RGB"))

@@ -459,6 +459,36 @@ def test_cli_bad_input_exits_with_one_error_line(tmp_path):
     ]
 
 
+def help_entry(text, flag):
+    """One flag's entry in tyro's --help box: its row and the indented rows it wraps onto, joined."""
+    rows = [line.strip("│").rstrip() for line in text.splitlines()]
+    start = next(i for i, row in enumerate(rows) if row.startswith(f" {flag} "))
+    entry = [rows[start]]
+    for row in rows[start + 1 :]:
+        if not row.startswith("   ") or not row.strip():  # the next flag, or the box's end
+            break
+        entry.append(row)
+    return " ".join(" ".join(entry).split())
+
+
+@pytest.mark.parametrize("script", ["sac_baseline.py", "sgqn.py", "soda.py"])
+def test_help_gives_eval_csv_one_default(script, tmp_path):
+    """tyro adds "(default: None)" to an Optional field's help: its docstring says what None means instead
+    of giving a second default."""
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, script), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "120"},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    entry = help_entry(result.stdout, "--eval-csv")
+    assert entry.count("default") == 1 and entry.endswith("(default: None)"), entry
+    assert "None: eval_checkpoint_step{N}.csv beside the checkpoint" in entry, entry
+
+
 @pytest.fixture(scope="module")
 def cartpole_checkpoint(tmp_path_factory):
     """A checkpoint of a tiny sac_baseline.py run on cartpole-swingup (10 random steps, 10 updates)."""

@@ -327,6 +327,31 @@ def test_svea_trains_end_to_end(toy_envs, tmp_path):
     assert saved["args"]["augmentation"] == "svea" and saved["args"]["svea_beta"] == 0.7
 
 
+def test_rad_renders_larger_crops_when_updating_and_acts_on_the_centre(toy_envs, capsys):
+    """--augmentation crop (RAD): the env renders image_size + 16 and the buffer stores that; the update crops obs and
+    next_obs, each on its own, to image_size; acting reads the centre crop (the same action as on the cropped obs)."""
+    args = tiny_args(
+        env_id="toy-reach", augmentation="crop", total_timesteps=30, learning_starts=20, eval_freq=30, eval_episodes=1,
+        eval_modes=("train",), save_buffer=True, cuda=False,
+    )  # fmt: skip
+    crops = []
+    real_crop = sac.random_crop
+    sac.random_crop = lambda obs, size: crops.append((obs.shape[-1], size)) or real_crop(obs, size)
+    try:
+        run_dir = sac.main(args)
+    finally:
+        sac.random_crop = real_crop
+    assert crops == [(48, 32)] * 2 * (20 + 9)  # obs and next_obs at each update: a burst of 20, then steps 21..29
+    assert "frames: rendered at 48 px, random 32-px crops when updating, the centre when acting" in capsys.readouterr().out
+    state = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)
+    assert state["buffer"]["frames"].shape[1:] == (3, 48, 48)
+    agent = sac.make_agent((9, 32, 32), 2, args, torch.device("cpu"))
+    run_plumbing.restore(agent, state)
+    obs = np.random.default_rng(0).integers(0, 256, (3, 9, 48, 48), dtype=np.uint8)
+    acted = sac.policy_action(agent, obs, "cpu", deterministic=True)
+    assert np.array_equal(acted, sac.policy_action(agent, np.ascontiguousarray(obs[..., 8:40, 8:40]), "cpu", True))
+
+
 def test_actor_step_leaves_conv_stack_alone_and_critic_step_trains_it():
     torch.manual_seed(0)
     args = tiny_args()
@@ -564,6 +589,7 @@ def test_checkpoint_errors_are_one_line(toy_envs, tmp_path):
         (["--eval-checkpoint", "missing.pt", "--eval-modes", "train"], "missing.pt"),
         (["--video-hard-dir", "/no/such/folder"], "/no/such/folder"),
         (["--shift-copies", "2"], "--shift-copies 2 needs --augmentation shift or svea"),
+        (["--augmentation", "crop", "--shift-copies", "2"], "(--augmentation crop shifts no copies)"),
         (["--augmentation", "shift", "--shift-copies", "0"], "--shift-copies 0: must be at least 1"),
         (["--total-timestep", "5"], "unrecognized --total-timestep 5 (did you mean --total-timesteps?)"),  # a typo
         (["--augmentation", "flip"], "invalid choice 'flip' for argument '--augmentation'"),

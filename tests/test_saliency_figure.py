@@ -20,6 +20,7 @@ import envs
 import run_plumbing
 import sac_baseline as sac
 import sgqn
+import soda
 
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
 import report  # noqa: E402
@@ -231,3 +232,25 @@ def test_bad_input_exits_2_with_one_error_line(tmp_path, foreign):
     expected = "written by ppo.py, not sgqn.py or sac_baseline.py" if foreign else f"checkpoint not found: {checkpoint}"
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ") and expected in result.stderr
+
+
+def test_a_soda_checkpoint_is_drawn_on_the_centre_crop_its_networks_see(toy_envs, capsys):
+    """SODA (and RAD) render 16 px larger: the figure shows, masks and measures the centre image_size crop, the
+    frames its critic reads, and its numbers are --eval-checkpoint's (the same episode)."""
+    checkpoint, png = str(toy_envs / "checkpoint.pt"), str(toy_envs / "figure.png")
+    args = soda.Args(**{**TINY, "env_id": "toy-reach", "cuda": False})
+    torch.manual_seed(0)
+    agent = soda.make_agent((9, IMAGE, IMAGE), 2, args, torch.device("cpu"))
+    with torch.no_grad():
+        for parameter in agent.critic.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    run_plumbing.save_checkpoint(checkpoint, soda.ALGORITHM, agent, args, 20, 0.0)
+    rows = saliency_figure.main([checkpoint, "--out", png, "--modes", *MODES, "--step", str(STEP)])
+    assert capsys.readouterr().out.splitlines()[-1] == f"wrote {png} and {png[:-4]}.csv"
+    evaluated = soda.main(soda.Args(eval_checkpoint=checkpoint, eval_modes=MODES, eval_episodes=1))
+    assert [row.episode_return for row in rows] == [evaluated[mode][0] for mode in MODES]
+    for row in rows:
+        assert row.frame.shape == (IMAGE, IMAGE, 3) and row.mask.shape == row.agent.shape == (IMAGE, IMAGE)
+        assert row.attribution.shape == (9, IMAGE, IMAGE) and row.episode[2] == 150
+        kept = IMAGE * IMAGE - math.ceil(0.98 * (IMAGE * IMAGE - 1))  # the domain's default quantile, on the crop
+        assert row.mask.sum() == kept

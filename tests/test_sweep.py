@@ -163,9 +163,11 @@ def test_killed_sweep_relaunches_and_finishes_every_run_once(tmp_path):
         (["sgqn.py", "sgqn=sgqn.py --num-filters 8"], [], "two --methods are named 'sgqn'"),
         (["sgqn.py"], ["--eval-freq", "0"], "cartpole-swingup__sgqn__1: --eval-freq 0: must be at least 1"),
         (["sgqn.py"], ["--eval-modes", "train", "video_hrd"], "cartpole-swingup__sgqn__1: unknown mode 'video_hrd'"),
-        # The script's own checks too (sgqn.py's check_sgqn_args), not only those common to both scripts.
+        # The script's own checks too (sgqn.py's check_sgqn_args, soda.py's check_soda_args), not only those common to the scripts.
         (["sgqn=sgqn.py --sgqn-quantile 1.5"], [], "cartpole-swingup__sgqn__1: --sgqn-quantile 1.5: must be between 0 and 1"),
         (["sgqn.py --overlay-dir /no/where"], [], "cartpole-swingup__sgqn__1: --overlay-dir /no/where: no such folder"),
+        (["soda.py --soda-batch-size 1"], [], "cartpole-swingup__soda__1: --soda-batch-size 1: must be at least 2"),
+        (["soda.py"], ["--overlay-dir", "/no/where"], "cartpole-swingup__soda__1: --overlay-dir /no/where: no such folder"),
         (
             ["sac_baseline.py"],
             ["--num-conv-layers", "40"],
@@ -354,15 +356,21 @@ def test_sweep_through_slurm_requeues_after_usr1(tmp_path, slurm):
     assert set(states.values()) == {"done"} and len(states) == 2, states
 
 
-def test_default_grid_is_the_papers_three_methods_with_drq_beside_them(tmp_path):
-    """The default --methods: SAC, DrQ, SVEA and SGQN, each a script with its flags, every run checked by its script."""
+def test_default_grid_is_the_papers_five_methods_with_drq_beside_them(tmp_path):
+    """The default --methods: SAC, RAD, SODA, SVEA and SGQN in the paper's column order, then DrQ, each a
+    script with its flags, every run checked by its script."""
     args = sweep_module.Args(env_ids=("cartpole-swingup",), seeds=(1,), runs_dir=str(tmp_path / "runs"))
     runs = sweep_module.build_grid(args, [])
-    got = {run.fields["exp_name"]: (os.path.basename(run.script), run.fields["augmentation"]) for run in runs}
-    assert got == {
-        "sac": ("sac_baseline.py", "none"),
-        "drq": ("sac_baseline.py", "shift"),
-        "svea": ("sac_baseline.py", "svea"),
-        "sgqn": ("sgqn.py", "shift"),
-    }
+    got = [(run.fields["exp_name"], os.path.basename(run.script), run.fields["augmentation"]) for run in runs]
+    assert got == [
+        ("sac", "sac_baseline.py", "none"),
+        ("rad", "sac_baseline.py", "crop"),
+        ("soda", "soda.py", "crop"),
+        ("svea", "sac_baseline.py", "svea"),
+        ("sgqn", "sgqn.py", "shift"),
+        ("drq", "sac_baseline.py", "shift"),
+    ]
+    assert [run.name for run in runs] == [f"cartpole-swingup__{name}__1" for name, _, _ in got]
+    soda = next(run for run in runs if run.fields["exp_name"] == "soda")
+    assert soda.fields["aux_update_freq"] == 2  # SODA's own fields travel to its job
     assert os.listdir(tmp_path) == []
