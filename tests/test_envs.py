@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import envs
-from envs.backgrounds import VideoSource, procedural_frame, procedural_params
+from envs.backgrounds import VideoSource
 
 FLOOR_TYPES = [mujoco.mjtGeom.mjGEOM_PLANE, mujoco.mjtGeom.mjGEOM_HFIELD]
 
@@ -295,11 +295,6 @@ def test_procedural_videos():
     assert f0.std() > 15 and not np.array_equal(f0, easy.clip(4)[0])  # content, varied
     g = f0.astype(float).mean(-1)
     assert np.corrcoef(g[:, :-1].ravel(), g[:, 1:].ravel())[0, 1] > 0.8  # smooth, not noise
-    params = procedural_params(np.random.default_rng(0), 84, hard=True)
-    t = time.perf_counter()
-    for i in range(100):
-        procedural_frame(params, i)
-    assert (time.perf_counter() - t) / 100 < 2e-3  # ~0.2 ms; loose bound for loaded CI machines
 
 
 def _write_mp4(path, value, n=6, size=32):
